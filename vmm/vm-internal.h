@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "memory.h"
+#include "pio.h"
+#include "pm.h"
+#include "uart.h"
+#include "vm.h"
+
+#define VM_MAX_SAVED_MSRS 256
+
+typedef enum RunControl {
+        RUN_CONTROL_RUN,
+        RUN_CONTROL_PAUSE,
+        RUN_CONTROL_STOP,
+} RunControl;
+
+enum {
+        VM_EVENT_POWEROFF = 1 << 0,
+        VM_EVENT_RESET = 1 << 1,
+        VM_EVENT_CRASH = 1 << 2,
+};
+
+typedef struct Vcpu {
+        struct Vm *vm;
+        unsigned idx;
+        int fd;
+        struct kvm_run *run;
+        size_t run_size;
+        pthread_t thread;
+        bool thread_started;
+        bool parked;  /* guarded by vm->run_lock */
+        bool halted;  /* stopped by a fatal exit until the owner acts */
+        _Atomic uint64_t exits[6]; /* indexes as in VcpuStats */
+} Vcpu;
+
+struct Vm {
+        char *name;
+        VmConfig *config;
+        VmState state;
+        VmStateCallback state_cb;
+        void *state_cb_userdata;
+
+        /* KVM objects: valid while 'built'. */
+        bool built;
+        int kvm_fd;
+        int vm_fd;
+        GuestMemory mem;
+        unsigned n_vcpus;
+        Vcpu *vcpus;
+        struct kvm_cpuid2 *cpuid;
+        uint32_t *msr_indices; /* MSRs that save/restore carries */
+        unsigned n_msrs;
+        size_t xsave_size;
+
+        PioBus pio;
+        Uart uart;
+        Pm pm;
+
+        /* Run control, shared with vCPU threads. */
+        pthread_mutex_t run_lock;
+        pthread_cond_t run_cond;  /* vCPUs wait here while parked */
+        pthread_cond_t park_cond; /* the owner waits here for acknowledgements */
+        _Atomic int run_control;
+        unsigned n_parked; /* guarded by run_lock */
+
+        /* Guest events for the owner thread. */
+        int event_fd;
+        _Atomic int pending_events;
+        pthread_mutex_t crash_lock;
+        char crash_reason[256]; /* guarded by crash_lock */
+
+        /* Console. */
+        int console_fd;       /* pty master, or the output file */
+        int console_slave_fd; /* held open so the pty never hangs up */
+        char *console_path;
+        int console_stop_fd;
+        int console_space_fd; /* the UART's FIFO has room again */
+        pthread_t console_thread;
+        bool console_thread_started;
+        pthread_mutex_t irq_lock; /* serializes IRQ injection from the console thread with
+                                     closing the VM fd */
+};
+
+/* vcpu.c */
+int vcpu_create(struct Vm *vm, unsigned idx);
+void vcpu_destroy(Vcpu *v);
+int vcpu_start_thread(Vcpu *v);
+void vcpu_kick(Vcpu *v);
+int vcpu_init_cpu_state(Vcpu *v); /* CPUID, MSRs, LAPIC LINT0/LINT1 */
+void vm_post_event(struct Vm *vm, int event, const char *reason);
+
+/* kvm-util in vm.c */
+void vm_set_irq_line(struct Vm *vm, unsigned irq, int level);
