@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it: installs what is missing, builds, runs every
+# test. Tests that need KVM (meson suite "kvm") run on this host when /dev/kvm works, and
+# otherwise inside a nested VM that has it (tests/nested/run-in-vm.sh: QEMU TCG with
+# emulated SVM, kvm_amd, this machine's root shared read-write).
+#
+#   tools/run-tests.sh [BUILDDIR]        (default: build)
+#
+# Environment: VMMD_NESTED=never|auto|always (default auto), MESON_TEST_ARGS (extra
+# arguments for every `meson test`).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+top=$PWD
+builddir=${1:-build}
+nested=${VMMD_NESTED:-auto}
+extra=(${MESON_TEST_ARGS:-})
+
+bash tools/install-deps.sh
+
+if [ ! -f "$builddir/build.ninja" ]; then
+        meson setup "$builddir" -Dtests=enabled -Dwerror=true
+fi
+ninja -C "$builddir"
+
+kvm_works() {
+        [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]
+}
+
+logs=()
+status=0
+
+run_suite() { # name, then meson test arguments
+        local name=$1 log
+        shift
+        log="$builddir/meson-logs/testlog-$name.json"
+        echo "=== meson test: $name"
+        if ! meson test -C "$builddir" --print-errorlogs --logbase "testlog-$name" "${extra[@]}" "$@"; then
+                status=1
+        fi
+        logs+=("$log")
+}
+
+if kvm_works || [ "$nested" = never ]; then
+        run_suite all
+else
+        run_suite host --no-suite kvm
+        if [ "$nested" = always ] || [ "$nested" = auto ]; then
+                echo "=== /dev/kvm is not usable here: running the kvm suite in a nested VM"
+                rc=0
+                bash tests/nested/run-in-vm.sh --timeout 3000 -- \
+                        meson test -C "$top/$builddir" --print-errorlogs --logbase testlog-kvm \
+                        --suite kvm "${extra[@]}" || rc=$?
+                [ "$rc" -eq 0 ] || status=1
+                logs+=("$builddir/meson-logs/testlog-kvm.json")
+        fi
+fi
+
+# One closing line over every run: "N passed, N failed, N skipped".
+/usr/bin/python3 - "${logs[@]}" <<'PY'
+import json, sys
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    try:
+        f = open(path)
+    except OSError:
+        failed += 1
+        print(f"missing test log {path}")
+        continue
+    for line in f:
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif r == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+PY
+exit $status
