@@ -61,7 +61,7 @@ static void test_boot_heartbeat(void **state) {
         VmConfig *c = make_config(con, 64, 1, "work=idle hb=100");
         Vm *vm = NULL;
         VmState last = VM_STATE_CREATED;
-        Heartbeat hb;
+        Heartbeat hb = {};
         uint64_t t0;
 
         assert_int_equal(vm_new("boot", c, &vm), 0);
@@ -94,7 +94,7 @@ static void test_pause_resume(void **state) {
         _cleanup_free_ char *con = console_path("pause");
         VmConfig *c = make_config(con, 64, 2, "work=dirty mib=8 rate=0 hb=100");
         Vm *vm = NULL;
-        Heartbeat hb, hb2;
+        Heartbeat hb = {}, hb2 = {};
 
         assert_int_equal(vm_new("pause", c, &vm), 0);
         assert_int_equal(vm_resume(vm), -ESTALE);
@@ -143,7 +143,7 @@ static void test_power_button(void **state) {
         _cleanup_free_ char *con = console_path("button");
         VmConfig *c = make_config(con, 32, 1, "work=idle hb=100");
         Vm *vm = NULL;
-        Heartbeat hb;
+        Heartbeat hb = {};
 
         assert_int_equal(vm_new("button", c, &vm), 0);
         assert_int_equal(vm_request_shutdown(vm), -ESTALE);
@@ -164,7 +164,7 @@ static void test_save_restore(void **state) {
         VmConfig *c1 = make_config(con1, 256, 2, "work=verify mib=64 hb=100");
         VmConfig *c2 = make_config(con2, 256, 2, "work=verify mib=64 hb=100");
         Vm *src = NULL, *dst = NULL;
-        Heartbeat before, after;
+        Heartbeat before = {}, after = {};
         uint8_t *blob = NULL, *src_ram, *dst_ram;
         size_t blob_size;
         uint64_t src_size, dst_size, t0, t_save, t_restore;
