@@ -23,6 +23,10 @@ if [ ! -f "$builddir/build.ninja" ]; then
 fi
 ninja -C "$builddir"
 
+# The Linux boot check needs Debian's kernel package; fetch it here, where the package
+# archive is reachable (a nested VM has no network). Without it that test skips.
+tests/linux/fetch-vmlinux.sh >/dev/null || echo "=== no Debian kernel package: linux-boot will skip"
+
 kvm_works() {
         [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]
 }

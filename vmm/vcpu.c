@@ -257,6 +257,9 @@ static int set_cpuid(Vcpu *v) {
                         e->ebx = (e->ebx & 0x0000ffff) | (v->vm->n_vcpus & 0xff) << 16 | v->idx << 24;
                         if (v->vm->n_vcpus > 1)
                                 e->edx |= 1u << 28; /* HTT */
+                        /* KVM does not report the hypervisor bit; guests look for the
+                         * KVM leaves at 0x40000000 only when it is set. */
+                        e->ecx |= 1u << 31;
                         break;
                 case 0xb:
                 case 0x1f:
