@@ -8,7 +8,7 @@ packages=(
         meson ninja-build gcc pkg-config
         libsystemd-dev libjson-c-dev liburing-dev libcmocka-dev
         # tests: a private bus, the polkit mock, unit checks
-        dbus python3-dbusmock python3-dbus systemd
+        dbus python3-dbusmock python3-dbus systemd libglib2.0-bin
         # the nested KVM runner (hosts without /dev/kvm), the Linux boot check, bench/
         qemu-system-x86 busybox-static cpio xz-utils
 )

@@ -44,6 +44,22 @@ VmConfig *vm_config_free(VmConfig *c) {
         return NULL;
 }
 
+int vm_config_copy(const VmConfig *c, VmConfig **ret) {
+        _cleanup_(vm_config_freep) VmConfig *n = calloc(1, sizeof *n);
+
+        if (!n)
+                return -ENOMEM;
+        *n = *c;
+        n->kernel = n->initramfs = n->cmdline = n->serial_path = NULL;
+        if ((c->kernel && !(n->kernel = strdup(c->kernel))) ||
+            (c->initramfs && !(n->initramfs = strdup(c->initramfs))) ||
+            !(n->cmdline = strdup(c->cmdline ? c->cmdline : "")) ||
+            (c->serial_path && !(n->serial_path = strdup(c->serial_path))))
+                return -ENOMEM;
+        *ret = TAKE_PTR(n);
+        return 0;
+}
+
 static int fail(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
 static int fail(char **ret_error, int r, const char *fmt, ...) {
         va_list ap;
@@ -370,7 +386,7 @@ int vm_config_merge_json(const char *base, const char *overlay, char **ret, char
         r = merge_into(b, o);
         if (r < 0)
                 goto out;
-        s = strdup(json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN));
+        s = strdup(json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         if (!s) {
                 r = -ENOMEM;
                 goto out;
@@ -402,7 +418,7 @@ char *vm_config_to_json(const VmConfig *c) {
         if (c->serial_path)
                 json_object_object_add(serial, "path", json_object_new_string(c->serial_path));
         json_object_object_add(o, "serial", serial);
-        s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
         return s;
 }

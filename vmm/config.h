@@ -54,5 +54,6 @@ int vm_config_merge_json(const char *base, const char *overlay, char **ret, char
 /* Canonical JSON text of a config (all keys, the form that parses back to the same). */
 char *vm_config_to_json(const VmConfig *c);
 
+int vm_config_copy(const VmConfig *c, VmConfig **ret);
 VmConfig *vm_config_free(VmConfig *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(VmConfig *, vm_config_free);

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "log.h"
 #include "state-stream.h"
@@ -133,7 +134,20 @@ static int save_vcpu(Vm *vm, Vcpu *v, StateWriter *w) {
         return 0;
 }
 
+static uint64_t mono_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 int vm_save_state(Vm *vm, uint8_t **ret_buf, size_t *ret_size) {
+        uint64_t a, b;
+        return vm_save_state_timed(vm, ret_buf, ret_size, &a, &b);
+}
+
+int vm_save_state_timed(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_vcpu_us,
+                        uint64_t *ret_device_us) {
+        uint64_t t0 = mono_usec(), t1;
         StateWriter w;
         VmInfo info;
         struct kvm_clock_data clock = {};
@@ -142,7 +156,7 @@ int vm_save_state(Vm *vm, uint8_t **ret_buf, size_t *ret_size) {
         PmState ps;
         int r;
 
-        if (!vm->built || (vm->state != VM_STATE_PAUSED && vm->state != VM_STATE_INCOMING))
+        if (!vm->built || (vm_get_state(vm) != VM_STATE_PAUSED && vm_get_state(vm) != VM_STATE_INCOMING))
                 return -ESTALE;
 
         state_writer_init(&w);
@@ -171,12 +185,18 @@ int vm_save_state(Vm *vm, uint8_t **ret_buf, size_t *ret_size) {
         pm_get_state(&vm->pm, &ps);
         state_writer_add(&w, SEC_PM, SEC_VERSION, 0, &ps, sizeof ps);
 
+        t1 = mono_usec();
         for (unsigned i = 0; i < vm->n_vcpus; i++) {
                 r = save_vcpu(vm, &vm->vcpus[i], &w);
                 if (r < 0)
                         goto fail;
         }
-        return state_writer_finish(&w, ret_buf, ret_size);
+        r = state_writer_finish(&w, ret_buf, ret_size);
+        if (r >= 0) {
+                *ret_device_us = t1 - t0;
+                *ret_vcpu_us = mono_usec() - t1;
+        }
+        return r;
 fail:
         state_writer_release(&w);
         return r;
@@ -378,7 +398,7 @@ int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size) {
         PmState ps;
         int r;
 
-        if (!vm->built || vm->state != VM_STATE_INCOMING)
+        if (!vm->built || vm_get_state(vm) != VM_STATE_INCOMING)
                 return -ESTALE;
 
         p.vcpu = calloc(vm->n_vcpus, sizeof(*p.vcpu));

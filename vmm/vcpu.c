@@ -4,7 +4,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
@@ -214,6 +217,7 @@ static void *vcpu_thread(void *p) {
                 if (ioctl(v->fd, KVM_RUN, 0) < 0) {
                         if (errno == EINTR || errno == EAGAIN) {
                                 count(v, EXIT_INTR);
+                                vcpu_throttle_sleep(v);
                                 continue;
                         }
                         fatal_exit(v, "KVM_RUN failed: %s", strerror(errno));
@@ -223,6 +227,101 @@ static void *vcpu_thread(void *p) {
         }
         tls_run = NULL;
         return NULL;
+}
+
+/* --- auto-converge --- */
+
+#define THROTTLE_PERIOD_NS (10 * 1000 * 1000)
+
+/* After a kick: sleep the throttle's share of the period (the point of the throttle is
+ * that the vCPU does not run; a pause request still wins at the next loop). */
+void vcpu_throttle_sleep(Vcpu *v) {
+        unsigned pct = (unsigned)atomic_load(&v->vm->throttle_pct);
+        struct timespec ts;
+
+        if (pct == 0 || atomic_load(&v->vm->run_control) != RUN_CONTROL_RUN)
+                return;
+        ts = (struct timespec){ .tv_nsec = (long)(THROTTLE_PERIOD_NS / 100 * MIN(pct, 99u)) };
+        while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+                ;
+}
+
+/* Kicks every vCPU once per period while the throttle is on. */
+static void *throttle_thread(void *p) {
+        struct Vm *vm = p;
+        struct itimerspec its = {
+                .it_interval.tv_nsec = THROTTLE_PERIOD_NS,
+                .it_value.tv_nsec = THROTTLE_PERIOD_NS,
+        };
+        int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+
+        (void)pthread_setname_np(pthread_self(), "throttle");
+        if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0)
+                goto out;
+        for (;;) {
+                struct pollfd fds[2] = {
+                        { .fd = vm->throttle_stop_fd, .events = POLLIN },
+                        { .fd = tfd, .events = POLLIN },
+                };
+                uint64_t n;
+
+                if (poll(fds, 2, -1) < 0 && errno != EINTR)
+                        break;
+                if (fds[0].revents)
+                        break;
+                if (fds[1].revents & POLLIN) {
+                        (void)!read(tfd, &n, sizeof n);
+                        if (atomic_load(&vm->throttle_pct) > 0 &&
+                            atomic_load(&vm->run_control) == RUN_CONTROL_RUN)
+                                for (unsigned i = 0; i < vm->n_vcpus; i++)
+                                        vcpu_kick(&vm->vcpus[i]);
+                }
+        }
+out:
+        safe_close(tfd);
+        return NULL;
+}
+
+int vm_set_throttle(struct Vm *vm, unsigned percent) {
+        sigset_t all, old;
+        int r;
+
+        if (percent > 99)
+                return -EINVAL;
+        if (!vm->built)
+                return -ESTALE;
+        atomic_store(&vm->throttle_pct, (int)percent);
+        if (percent == 0 || vm->throttle_thread_started)
+                return 0;
+        vm->throttle_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (vm->throttle_stop_fd < 0)
+                return negative_errno();
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&vm->throttle_thread, NULL, throttle_thread, vm);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r != 0) {
+                vm->throttle_stop_fd = safe_close(vm->throttle_stop_fd);
+                return -r;
+        }
+        vm->throttle_thread_started = true;
+        return 0;
+}
+
+unsigned vm_get_throttle(const struct Vm *vm) {
+        return (unsigned)atomic_load(&vm->throttle_pct);
+}
+
+void vm_throttle_stop(struct Vm *vm) {
+        uint64_t one = 1;
+
+        atomic_store(&vm->throttle_pct, 0);
+        if (!vm->throttle_thread_started)
+                return;
+        (void)!write(vm->throttle_stop_fd, &one, sizeof one);
+        pthread_join(vm->throttle_thread, NULL);
+        vm->throttle_thread_started = false;
+        vm->throttle_stop_fd = safe_close(vm->throttle_stop_fd);
 }
 
 int vcpu_start_thread(Vcpu *v) {

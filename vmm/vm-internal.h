@@ -23,6 +23,8 @@ enum {
         VM_EVENT_POWEROFF = 1 << 0,
         VM_EVENT_RESET = 1 << 1,
         VM_EVENT_CRASH = 1 << 2,
+        VM_EVENT_STATE = 1 << 3, /* a state change made on another thread */
+        VM_EVENT_GUEST_MASK = VM_EVENT_POWEROFF | VM_EVENT_RESET | VM_EVENT_CRASH,
 };
 
 typedef struct Vcpu {
@@ -40,8 +42,18 @@ typedef struct Vcpu {
 
 struct Vm {
         char *name;
-        VmConfig *config;
-        VmState state;
+        VmConfig *config; /* NULL for an incoming VM until its config arrives */
+        _Atomic int state;
+        pthread_t owner;         /* the thread that created the VM and gets callbacks */
+        _Atomic int job_active;  /* a migration job drives the VM from its own thread */
+        _Atomic int notify_old;  /* state before an off-owner change, -1 if none pending */
+        _Atomic int throttle_pct;
+        pthread_t throttle_thread;
+        bool throttle_thread_started;
+        int throttle_stop_fd;
+        bool dirty_logging;
+        bool manual_protect, manual_protect_checked;
+        unsigned long *slot_bitmap[GUEST_MAX_REGIONS]; /* KVM_GET_DIRTY_LOG buffers */
         VmStateCallback state_cb;
         void *state_cb_userdata;
 
@@ -93,6 +105,10 @@ int vcpu_start_thread(Vcpu *v);
 void vcpu_kick(Vcpu *v);
 int vcpu_init_cpu_state(Vcpu *v); /* CPUID, MSRs, LAPIC LINT0/LINT1 */
 void vm_post_event(struct Vm *vm, int event, const char *reason);
+
+/* vcpu.c: auto-converge */
+void vm_throttle_stop(struct Vm *vm);
+void vcpu_throttle_sleep(Vcpu *v);
 
 /* kvm-util in vm.c */
 void vm_set_irq_line(struct Vm *vm, unsigned irq, int level);

@@ -37,15 +37,58 @@ VmState vm_state_from_string(const char *s) {
         return _VM_STATE_INVALID;
 }
 
+static bool on_owner_thread(const Vm *vm) {
+        return pthread_equal(pthread_self(), vm->owner);
+}
+
+/* Callbacks run on the owner thread only: a change made elsewhere (the migration thread)
+ * is announced through the event fd and reported by vm_dispatch_events(). */
+static void notify(Vm *vm, VmState old, VmState s) {
+        if (on_owner_thread(vm)) {
+                if (vm->state_cb)
+                        vm->state_cb(vm, old, s, vm->state_cb_userdata);
+                return;
+        }
+        int expected = -1;
+        (void)atomic_compare_exchange_strong(&vm->notify_old, &expected, (int)old);
+        vm_post_event(vm, VM_EVENT_STATE, NULL);
+}
+
 static void set_state(Vm *vm, VmState s) {
-        VmState old = vm->state;
+        VmState old = atomic_exchange(&vm->state, s);
 
         if (old == s)
                 return;
-        vm->state = s;
         log_debug("VM %s: %s -> %s", vm->name, vm_state_to_string(old), vm_state_to_string(s));
-        if (vm->state_cb)
-                vm->state_cb(vm, old, s, vm->state_cb_userdata);
+        notify(vm, old, s);
+}
+
+/* Public calls that change state are refused on the owner thread while a migration job
+ * drives the VM. */
+static bool busy(const Vm *vm) {
+        return atomic_load(&vm->job_active) && on_owner_thread(vm);
+}
+
+void vm_job_begin(Vm *vm) {
+        atomic_store(&vm->job_active, 1);
+}
+
+void vm_job_end(Vm *vm) {
+        uint64_t one = 1;
+
+        atomic_store(&vm->job_active, 0);
+        /* Guest events held back during the job are handled now. */
+        if (atomic_load(&vm->pending_events))
+                (void)!write(vm->event_fd, &one, sizeof one);
+}
+
+bool vm_job_is_active(const Vm *vm) {
+        return atomic_load(&vm->job_active);
+}
+
+void vm_notify_changed(Vm *vm) {
+        VmState s = vm_get_state(vm);
+        notify(vm, s, s);
 }
 
 void vm_set_irq_line(Vm *vm, unsigned irq, int level) {
@@ -207,6 +250,8 @@ static void console_close(Vm *vm) {
 int vm_open_console(Vm *vm, int *ret_fd) {
         int fd;
 
+        if (!vm->config || !vm->console_path)
+                return -ENODEV;
         switch (vm->config->serial_mode) {
         case SERIAL_MODE_PTY:
                 fd = open(vm->console_path, O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -225,17 +270,17 @@ int vm_open_console(Vm *vm, int *ret_fd) {
 
 /* --- object --- */
 
-int vm_new(const char *name, const VmConfig *config, Vm **ret) {
+static int vm_alloc(const char *name, VmState state, Vm **ret) {
         _cleanup_(vm_freep) Vm *vm = NULL;
-        int r;
 
-        if (!name || !config)
+        if (!name)
                 return -EINVAL;
         vm = calloc(1, sizeof *vm);
         if (!vm)
                 return -ENOMEM;
         vm->kvm_fd = vm->vm_fd = vm->event_fd = -EBADF;
         vm->console_fd = vm->console_slave_fd = vm->console_stop_fd = vm->console_space_fd = -EBADF;
+        vm->throttle_stop_fd = -EBADF;
         pthread_mutex_init(&vm->run_lock, NULL);
         pthread_cond_init(&vm->run_cond, NULL);
         pthread_cond_init(&vm->park_cond, NULL);
@@ -244,36 +289,55 @@ int vm_new(const char *name, const VmConfig *config, Vm **ret) {
         uart_init(&vm->uart, uart_set_irq, uart_output, vm);
         vm->uart.rx_space = console_rx_space;
         pm_init(&vm->pm, pm_set_irq, pm_event, vm);
-        vm->state = VM_STATE_CREATED;
+        vm->state = state;
+        vm->owner = pthread_self();
+        vm->notify_old = -1;
 
         vm->name = strdup(name);
         if (!vm->name)
                 return -ENOMEM;
-
-        /* Deep copy of the config. */
-        vm->config = calloc(1, sizeof *vm->config);
-        if (!vm->config)
-                return -ENOMEM;
-        *vm->config = *config;
-        vm->config->kernel = strdup(config->kernel);
-        vm->config->cmdline = strdup(config->cmdline ? config->cmdline : "");
-        vm->config->initramfs = config->initramfs ? strdup(config->initramfs) : NULL;
-        vm->config->serial_path = config->serial_path ? strdup(config->serial_path) : NULL;
-        if (!vm->config->kernel || !vm->config->cmdline ||
-            (config->initramfs && !vm->config->initramfs) ||
-            (config->serial_path && !vm->config->serial_path))
-                return -ENOMEM;
-
         vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (vm->event_fd < 0)
                 return negative_errno();
-
-        r = console_open(vm);
-        if (r < 0)
-                return r;
-
         *ret = TAKE_PTR(vm);
         return 0;
+}
+
+/* Gives the VM its (copied) config and opens its console. */
+static int vm_take_config(Vm *vm, const VmConfig *config) {
+        VmConfig *c;
+        int r;
+
+        r = vm_config_copy(config, &c);
+        if (r < 0)
+                return r;
+        vm->config = c;
+        r = console_open(vm);
+        if (r < 0) {
+                console_close(vm);
+                vm->config = vm_config_free(vm->config);
+        }
+        return r;
+}
+
+int vm_new(const char *name, const VmConfig *config, Vm **ret) {
+        _cleanup_(vm_freep) Vm *vm = NULL;
+        int r;
+
+        if (!config)
+                return -EINVAL;
+        r = vm_alloc(name, VM_STATE_CREATED, &vm);
+        if (r < 0)
+                return r;
+        r = vm_take_config(vm, config);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(vm);
+        return 0;
+}
+
+int vm_new_incoming(const char *name, Vm **ret) {
+        return vm_alloc(name, VM_STATE_INCOMING, ret);
 }
 
 const char *vm_get_name(const Vm *vm) {
@@ -281,7 +345,7 @@ const char *vm_get_name(const Vm *vm) {
 }
 
 VmState vm_get_state(const Vm *vm) {
-        return vm->state;
+        return atomic_load(&vm->state);
 }
 
 const VmConfig *vm_get_config(const Vm *vm) {
@@ -302,7 +366,7 @@ int vm_get_event_fd(Vm *vm) {
 }
 
 unsigned vm_get_vcpu_count(const Vm *vm) {
-        return vm->config->vcpus;
+        return vm->config ? vm->config->vcpus : 0;
 }
 
 /* --- building and tearing down the KVM VM --- */
@@ -322,6 +386,8 @@ static void vm_stop_threads(Vm *vm) {
 }
 
 static void vm_teardown(Vm *vm) {
+        vm_throttle_stop(vm);
+        (void)vm_dirty_log_stop(vm);
         vm_stop_threads(vm);
         for (unsigned i = 0; vm->vcpus && i < vm->n_vcpus; i++)
                 vcpu_destroy(&vm->vcpus[i]);
@@ -556,7 +622,10 @@ fail:
 int vm_start(Vm *vm) {
         int r;
 
-        switch (vm->state) {
+        if (busy(vm))
+                return -EBUSY;
+
+        switch (vm_get_state(vm)) {
         case VM_STATE_CREATED:
         case VM_STATE_STOPPED:
         case VM_STATE_CRASHED:
@@ -582,9 +651,12 @@ static void vm_pause_vcpus(Vm *vm) {
 }
 
 int vm_pause(Vm *vm) {
-        if (vm->state == VM_STATE_PAUSED)
+
+        if (busy(vm))
+                return -EBUSY;
+        if (vm_get_state(vm) == VM_STATE_PAUSED)
                 return 0;
-        if (vm->state != VM_STATE_RUNNING)
+        if (vm_get_state(vm) != VM_STATE_RUNNING)
                 return -ESTALE;
         vm_pause_vcpus(vm);
         set_state(vm, VM_STATE_PAUSED);
@@ -592,9 +664,12 @@ int vm_pause(Vm *vm) {
 }
 
 int vm_resume(Vm *vm) {
-        if (vm->state == VM_STATE_RUNNING)
+
+        if (busy(vm))
+                return -EBUSY;
+        if (vm_get_state(vm) == VM_STATE_RUNNING)
                 return 0;
-        if (vm->state != VM_STATE_PAUSED && vm->state != VM_STATE_MIGRATION_UNKNOWN)
+        if (vm_get_state(vm) != VM_STATE_PAUSED && vm_get_state(vm) != VM_STATE_MIGRATION_UNKNOWN)
                 return -ESTALE;
         vm_set_run_control(vm, RUN_CONTROL_RUN);
         set_state(vm, VM_STATE_RUNNING);
@@ -602,14 +677,20 @@ int vm_resume(Vm *vm) {
 }
 
 int vm_request_shutdown(Vm *vm) {
-        if (vm->state != VM_STATE_RUNNING && vm->state != VM_STATE_PAUSED)
+
+        if (busy(vm))
+                return -EBUSY;
+        if (vm_get_state(vm) != VM_STATE_RUNNING && vm_get_state(vm) != VM_STATE_PAUSED)
                 return -ESTALE;
         pm_press_power_button(&vm->pm);
         return 0;
 }
 
 int vm_stop(Vm *vm) {
-        switch (vm->state) {
+
+        if (busy(vm))
+                return -EBUSY;
+        switch (vm_get_state(vm)) {
         case VM_STATE_RUNNING:
         case VM_STATE_PAUSED:
         case VM_STATE_INCOMING:
@@ -627,12 +708,24 @@ int vm_stop(Vm *vm) {
 
 int vm_dispatch_events(Vm *vm) {
         uint64_t v;
-        int ev;
+        int ev, old;
 
         (void)!read(vm->event_fd, &v, sizeof v);
         ev = atomic_exchange(&vm->pending_events, 0);
+
+        if (ev & VM_EVENT_STATE) {
+                old = atomic_exchange(&vm->notify_old, -1);
+                if (old >= 0 && vm->state_cb)
+                        vm->state_cb(vm, (VmState)old, vm_get_state(vm), vm->state_cb_userdata);
+        }
+        ev &= VM_EVENT_GUEST_MASK;
         if (ev == 0 || !vm->built)
                 return 0;
+        if (atomic_load(&vm->job_active)) {
+                /* The migration job owns the VM now; guest events wait for its end. */
+                atomic_fetch_or(&vm->pending_events, ev);
+                return 0;
+        }
 
         if (ev & VM_EVENT_CRASH) {
                 char reason[sizeof vm->crash_reason];
@@ -646,7 +739,7 @@ int vm_dispatch_events(Vm *vm) {
                 vm_teardown(vm);
                 set_state(vm, VM_STATE_STOPPED);
         } else if (ev & VM_EVENT_RESET) {
-                VmState s = vm->state;
+                VmState s = vm_get_state(vm);
                 int r;
                 /* A reset is a fresh boot of the same configuration. */
                 vm_teardown(vm);
@@ -686,7 +779,7 @@ Vm *vm_free(Vm *vm) {
 int vm_prepare_incoming(Vm *vm) {
         int r;
 
-        if (vm->state != VM_STATE_CREATED)
+        if (vm_get_state(vm) != VM_STATE_CREATED)
                 return -ESTALE;
         r = vm_build(vm);
         if (r < 0)
@@ -701,8 +794,29 @@ int vm_prepare_incoming(Vm *vm) {
         return 0;
 }
 
+int vm_incoming_setup(Vm *vm, const VmConfig *config) {
+        int r;
+
+        if (vm_get_state(vm) != VM_STATE_INCOMING || vm->config || vm->built)
+                return -ESTALE;
+        r = vm_take_config(vm, config);
+        if (r < 0)
+                return r;
+        r = vm_build(vm);
+        if (r >= 0) {
+                r = vm_start_threads(vm);
+                if (r < 0)
+                        vm_teardown(vm);
+        }
+        if (r < 0)
+                return r;
+        vm_wait_parked(vm);
+        vm_notify_changed(vm);
+        return 0;
+}
+
 int vm_resume_incoming(Vm *vm) {
-        if (vm->state != VM_STATE_INCOMING)
+        if (vm_get_state(vm) != VM_STATE_INCOMING)
                 return -ESTALE;
         vm_set_run_control(vm, RUN_CONTROL_RUN);
         set_state(vm, VM_STATE_RUNNING);
@@ -721,7 +835,7 @@ int vm_get_ram(Vm *vm, uint8_t **ret_base, uint64_t *ret_size, const VmMemoryReg
 }
 
 int vm_set_migration_state(Vm *vm, VmState state) {
-        if (vm->state != VM_STATE_PAUSED && vm->state != VM_STATE_MIGRATION_UNKNOWN)
+        if (vm_get_state(vm) != VM_STATE_PAUSED && vm_get_state(vm) != VM_STATE_MIGRATION_UNKNOWN)
                 return -ESTALE;
         if (state != VM_STATE_MIGRATED && state != VM_STATE_MIGRATION_UNKNOWN)
                 return -EINVAL;

@@ -97,6 +97,9 @@ int vm_get_ram(Vm *vm, uint8_t **ret_base, uint64_t *ret_size, const VmMemoryReg
                unsigned *ret_n);
 /* Serializes vCPU, irqchip, PIT, clock and device state (not RAM) while paused. */
 int vm_save_state(Vm *vm, uint8_t **ret_buf, size_t *ret_size);
+/* The same, telling how long the vCPU part and the machine/device part took (µs). */
+int vm_save_state_timed(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_vcpu_us,
+                        uint64_t *ret_device_us);
 /* Loads state saved by vm_save_state() into a VM in state 'incoming'; the VM stays
  * stopped until vm_resume_incoming(). Validates every section; -EBADMSG on bad input. */
 int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size);
@@ -105,3 +108,36 @@ int vm_resume_incoming(Vm *vm);
 /* Sets the state directly for the migration engine: paused -> migrated or
  * migration-unknown (and back to running through vm_resume()). */
 int vm_set_migration_state(Vm *vm, VmState state);
+
+/* A VM that receives a migration: state 'incoming' from the start, no config (so
+ * vm_get_config() returns NULL) until vm_incoming_setup() gives it the config the source
+ * sent; that builds KVM and guest RAM with vCPUs parked, ready for RAM and
+ * vm_restore_state(). */
+int vm_new_incoming(const char *name, Vm **ret);
+int vm_incoming_setup(Vm *vm, const VmConfig *config);
+
+/* --- Migration jobs --- */
+
+/* While a job is active, the job's thread drives the VM (pause, resume, save state,
+ * dirty log) and the owner thread's state-changing calls return -EBUSY; guest events are
+ * held back until vm_job_end(). State changes made on the job's thread reach the state
+ * callback through vm_dispatch_events() on the owner thread. */
+void vm_job_begin(Vm *vm);
+void vm_job_end(Vm *vm);
+bool vm_job_is_active(const Vm *vm);
+/* Calls the state callback (old == new) to say that other properties changed. */
+void vm_notify_changed(Vm *vm);
+
+/* Dirty page tracking for precopy. Bitmaps are indexed by page number in the host
+ * mapping (vm_get_ram() base), one bit per 4 KiB page. */
+int vm_dirty_log_start(Vm *vm);
+/* ORs every page dirtied since the last fetch into 'bitmap' and re-protects them (KVM
+ * bitmaps with manual protect, cleared in chunks). Returns how many pages the guest
+ * dirtied since the last fetch; *ret_new (if not NULL) gets how many of them were not
+ * yet set in 'bitmap'. */
+int64_t vm_dirty_log_fetch(Vm *vm, unsigned long *bitmap, uint64_t *ret_new);
+int vm_dirty_log_stop(Vm *vm);
+
+/* Auto-converge: each vCPU sleeps 'percent' of every 10 ms period (0 turns it off). */
+int vm_set_throttle(Vm *vm, unsigned percent);
+unsigned vm_get_throttle(const Vm *vm);

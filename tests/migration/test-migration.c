@@ -1,0 +1,458 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The migration engine on real KVM, source and destination in one process: the test guest
+ * moves over unix and tcp sockets, with zero-copy on and off, with two connections, while
+ * verifying or dirtying its RAM; and every failure before the commit (cancel, a vanished
+ * destination, a garbled stream, a timeout) leaves the source running. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "console-watch.h"
+#include "migration.h"
+#include "test-util.h"
+#include "vm.h"
+
+static char *guest;
+static char tmpdir[] = "/tmp/vmmd-test-mig-XXXXXX";
+static int port_base = 47100;
+
+typedef struct Side {
+        Vm *vm;
+        MigrationJob *job;
+        bool finished;
+        char console[256];
+} Side;
+
+static void on_finished(MigrationJob *j, void *userdata) {
+        Side *s = userdata;
+        s->finished = true;
+}
+
+static const MigrationCallbacks callbacks = { .finished = on_finished };
+
+static VmConfig *make_config(const char *console, unsigned mem_mib, const char *cmdline) {
+        char *json = NULL, *err = NULL;
+        VmConfig *c = NULL;
+        assert_true(asprintf(&json,
+                             "{\"vcpus\":1,\"memory_mib\":%u,\"kernel\":\"%s\",\"cmdline\":\"%s\","
+                             "\"serial\":{\"mode\":\"file\",\"path\":\"%s\"}}",
+                             mem_mib, guest, cmdline, console) > 0);
+        if (vm_config_parse(json, &c, &err) < 0)
+                fail_msg("config rejected: %s", err);
+        free(json);
+        return c;
+}
+
+static void start_source(Side *src, const char *name, unsigned mem_mib, const char *cmdline) {
+        snprintf(src->console, sizeof src->console, "%s/%s-src.log", tmpdir, name);
+        unlink(src->console);
+        VmConfig *c = make_config(src->console, mem_mib, cmdline);
+        assert_int_equal(vm_new(name, c, &src->vm), 0);
+        vm_config_free(c);
+        assert_int_equal(vm_start(src->vm), 0);
+        Heartbeat hb;
+        assert_true(wait_for_heartbeat(src->console, 3, 60000, &hb));
+}
+
+static void start_destination(Side *dst, const char *name, const char *uri, uint64_t timeout_s) {
+        char overlay[512];
+        snprintf(dst->console, sizeof dst->console, "%s/%s-dst.log", tmpdir, name);
+        unlink(dst->console);
+        snprintf(overlay, sizeof overlay, "{\"serial\":{\"mode\":\"file\",\"path\":\"%s\"}}", dst->console);
+        IncomingParams ip = { .config_overlay = overlay, .timeout_s = timeout_s };
+        assert_int_equal(vm_new_incoming(name, &dst->vm), 0);
+        assert_null(vm_get_config(dst->vm));
+        assert_int_equal(migration_in_start(dst->vm, uri, &ip, &callbacks, dst, &dst->job), 0);
+}
+
+/* Runs both owners' event handling until the given jobs finish. */
+static void run_until_finished(Side *a, Side *b, unsigned timeout_ms) {
+        uint64_t deadline = now_ms() + timeout_ms;
+        while ((a && a->job && !a->finished) || (b && b->job && !b->finished)) {
+                struct pollfd p[4];
+                Side *sides[2] = { a, b };
+                int n = 0;
+                for (int i = 0; i < 2; i++) {
+                        if (!sides[i])
+                                continue;
+                        if (sides[i]->job)
+                                p[n++] = (struct pollfd){ .fd = migration_job_get_event_fd(sides[i]->job), .events = POLLIN };
+                        p[n++] = (struct pollfd){ .fd = vm_get_event_fd(sides[i]->vm), .events = POLLIN };
+                }
+                uint64_t now = now_ms();
+                if (now >= deadline)
+                        fail_msg("migration did not finish in %u ms", timeout_ms);
+                (void)poll(p, (nfds_t)n, (int)MIN(deadline - now, (uint64_t)1000));
+                for (int i = 0; i < 2; i++) {
+                        if (!sides[i])
+                                continue;
+                        if (sides[i]->job)
+                                migration_job_dispatch(sides[i]->job);
+                        vm_dispatch_events(sides[i]->vm);
+                }
+        }
+}
+
+static void side_free(Side *s) {
+        s->job = migration_job_free(s->job);
+        s->vm = vm_free(s->vm);
+}
+
+static void print_stats(const char *what, MigrationJob *j) {
+        MigrationStats st;
+        migration_job_get_stats(j, &st);
+        printf("# %s: %s total %" PRIu64 " ms, downtime %" PRIu64 " us, %" PRIu64 " bytes, rate %" PRIu64
+               " MiB/s, %u passes, zero %" PRIu64 " normal %" PRIu64 " pages, throttle %u%%, zerocopy %d\n",
+               what, job_state_to_string(st.state), st.elapsed_us / 1000, st.downtime_us, st.bytes_processed,
+               st.rate >> 20, st.iteration, st.zero_pages, st.normal_pages, st.throttle_percent, st.zerocopy);
+        if (st.downtime_us) {
+                printf("#   breakdown:");
+                for (int p = 0; p < _DOWNTIME_PHASE_MAX; p++)
+                        printf(" %s=%" PRIu64, downtime_phase_to_string(p), st.downtime_breakdown_us[p]);
+                printf("\n");
+        }
+        if (st.error_name[0])
+                printf("#   error %s: %s\n", st.error_name, st.error_message);
+}
+
+/* Migrates and checks the guest goes on at the destination: consecutive heartbeats,
+ * no corrupt page, the verifier still running. */
+static void migrate_and_check(const char *name, const char *uri, unsigned mem_mib, const char *cmdline,
+                              const MigrationParams *params) {
+        Side src = {}, dst = {};
+        Heartbeat last_src = {}, hb = {};
+        MigrationStats st;
+
+        start_source(&src, name, mem_mib, cmdline);
+        start_destination(&dst, name, uri, 60);
+        assert_int_equal(migration_out_start(src.vm, uri, params, &callbacks, &src, &src.job), 0);
+        /* A second job on the same VM is refused while one runs. */
+        MigrationJob *again = NULL;
+        assert_int_equal(migration_out_start(src.vm, uri, params, NULL, NULL, &again), -EBUSY);
+        assert_int_equal(vm_pause(src.vm), -EBUSY);
+
+        run_until_finished(&src, &dst, 240000);
+        print_stats("source", src.job);
+        migration_job_get_stats(src.job, &st);
+        assert_string_equal(st.error_message, "");
+        assert_int_equal(st.state, JOB_STATE_COMPLETED);
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_MIGRATED);
+        assert_true(st.downtime_us > 0);
+        assert_true(st.iteration >= 1);
+        uint64_t sum = 0;
+        for (int p = 0; p < _DOWNTIME_PHASE_MAX; p++)
+                sum += st.downtime_breakdown_us[p];
+        assert_true(sum <= st.downtime_us);
+        assert_true(migration_job_get_iterations(src.job, NULL, 0) == st.iteration);
+        if (!params->auto_converge || params->max_bandwidth_mibps == 0)
+                assert_int_equal(st.throttle_percent, 0);
+
+        migration_job_get_stats(dst.job, &st);
+        assert_int_equal(st.state, JOB_STATE_COMPLETED);
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_RUNNING);
+        assert_non_null(vm_get_config(dst.vm));
+        assert_string_equal(vm_get_config(dst.vm)->serial_path, dst.console);
+
+        assert_true(last_heartbeat(src.console, &last_src));
+        assert_true(wait_for_heartbeat(dst.console, last_src.seq + 3, 60000, &hb));
+        size_t n_src, n_dst;
+        Heartbeat all_last;
+        assert_true(heartbeats_consecutive(src.console, dst.console, &n_src, &n_dst, &all_last));
+        assert_true(n_dst >= 2);
+        assert_int_equal(all_last.seq, hb.seq);
+        assert_int_equal(hb.corrupt, 0);
+        assert_true(hb.pages > last_src.pages);
+        printf("# guest: last seq %" PRIu64 " on the source, %" PRIu64 " on the destination, corrupt %" PRIu64
+               ", largest TSC gap %" PRIu64 " us\n",
+               last_src.seq, hb.seq, hb.corrupt, hb.maxgap_us);
+        side_free(&src);
+        side_free(&dst);
+}
+
+static char *unix_uri(const char *name) {
+        char *u;
+        assert_true(asprintf(&u, "unix:%s/%s.sock", tmpdir, name) > 0);
+        return u;
+}
+
+static char *tcp_uri(void) {
+        char *u;
+        assert_true(asprintf(&u, "tcp:127.0.0.1:%d", port_base++) > 0);
+        return u;
+}
+
+static void test_verify_unix(void **state) {
+        MigrationParams p;
+        migration_params_init(&p);
+        _cleanup_free_ char *uri = unix_uri("verify");
+        migrate_and_check("verify-unix", uri, 256, "work=verify mib=64 hb=100", &p);
+}
+
+static void test_verify_tcp_zerocopy(void **state) {
+        MigrationParams p;
+        migration_params_init(&p);
+        p.zerocopy = ZEROCOPY_ON;
+        _cleanup_free_ char *uri = tcp_uri();
+        migrate_and_check("verify-tcp-zc", uri, 256, "work=verify mib=64 hb=100", &p);
+}
+
+static void test_dirty_two_connections(void **state) {
+        MigrationParams p;
+        migration_params_init(&p);
+        p.connections = 2;
+        p.zerocopy = ZEROCOPY_OFF;
+        _cleanup_free_ char *uri = tcp_uri();
+        /* Dirtying as fast as it can: every page must hold the value of the last pass
+         * before the switchover or a later one (the guest counts anything else as corrupt). */
+        migrate_and_check("dirty-2conn", uri, 256, "work=dirty mib=32 rate=0 hb=100", &p);
+}
+
+/* A failure before the commit leaves the source running and its stats readable. */
+static void expect_source_survives(Side *src, JobState want, const char *error_name) {
+        MigrationStats st;
+        Heartbeat hb, hb2;
+        migration_job_get_stats(src->job, &st);
+        print_stats("source", src->job);
+        assert_int_equal(st.state, want);
+        assert_string_equal(st.error_name, error_name);
+        assert_true(st.error_message[0] != 0);
+        assert_int_equal(vm_get_state(src->vm), VM_STATE_RUNNING);
+        assert_true(last_heartbeat(src->console, &hb));
+        assert_true(wait_for_heartbeat(src->console, hb.seq + 2, 30000, &hb2));
+        assert_int_equal(hb2.corrupt, 0);
+}
+
+static void test_cancel(void **state) {
+        Side src = {}, dst = {};
+        MigrationParams p;
+        _cleanup_free_ char *uri = unix_uri("cancel");
+
+        migration_params_init(&p);
+        p.max_bandwidth_mibps = 16; /* slow enough to cancel during precopy */
+        start_source(&src, "cancel", 256, "work=verify mib=128 hb=100");
+        start_destination(&dst, "cancel", uri, 60);
+        assert_int_equal(migration_out_start(src.vm, uri, &p, &callbacks, &src, &src.job), 0);
+        uint64_t deadline = now_ms() + 30000;
+        MigrationStats st;
+        do {
+                migration_job_get_stats(src.job, &st);
+                struct pollfd pf = { .fd = migration_job_get_event_fd(src.job), .events = POLLIN };
+                (void)poll(&pf, 1, 100);
+                migration_job_dispatch(src.job);
+        } while (st.bytes_processed < 8 * MiB && now_ms() < deadline);
+        assert_int_equal(st.phase, JOB_PHASE_PRECOPY);
+        assert_int_equal(migration_job_cancel(src.job), 0);
+        run_until_finished(&src, &dst, 60000);
+        expect_source_survives(&src, JOB_STATE_CANCELLED, "Cancelled");
+        migration_job_get_stats(dst.job, &st);
+        assert_true(st.state == JOB_STATE_FAILED || st.state == JOB_STATE_CANCELLED);
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_STOPPED);
+        assert_int_equal(migration_job_cancel(src.job), -ESTALE);
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* A destination process that dies mid-stream: a child that accepts and reads a while. */
+static pid_t fake_destination(const char *path, size_t read_bytes) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                int l = socket(AF_UNIX, SOCK_STREAM, 0), fd;
+                snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+                unlink(path);
+                if (bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(l, 1) < 0)
+                        _exit(1);
+                fd = accept(l, NULL, NULL);
+                /* Acknowledge the hello like a destination would, then read and die. */
+                uint8_t buf[65536];
+                uint8_t ack[24] = { 2 };
+                size_t got = 0;
+                ssize_t k = recv(fd, buf, sizeof buf, 0);
+                if (k <= 0 || send(fd, ack, sizeof ack, 0) != sizeof ack)
+                        _exit(1);
+                while (got < read_bytes && (k = recv(fd, buf, sizeof buf, 0)) > 0)
+                        got += (size_t)k;
+                _exit(0);
+        }
+        return pid;
+}
+
+static void test_destination_dies(void **state) {
+        Side src = {};
+        MigrationParams p;
+        char path[100], uri[120];
+
+        snprintf(path, sizeof path, "%s/dies.sock", tmpdir);
+        snprintf(uri, sizeof uri, "unix:%s", path);
+        migration_params_init(&p);
+        start_source(&src, "dies", 256, "work=verify mib=128 hb=100");
+        pid_t pid = fake_destination(path, 4 * MiB);
+        /* Wait for the child to listen. */
+        for (int i = 0; i < 100 && access(path, F_OK) < 0; i++)
+                poll(NULL, 0, 20);
+        assert_int_equal(migration_out_start(src.vm, uri, &p, &callbacks, &src, &src.job), 0);
+        run_until_finished(&src, NULL, 60000);
+        waitpid(pid, NULL, 0);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        side_free(&src);
+}
+
+/* The destination gets a stream that is not ours, and one that goes bad mid-way. */
+static void test_garbled_stream(void **state) {
+        Side dst = {};
+        char uri[120], path[100];
+        MigrationStats st;
+
+        snprintf(path, sizeof path, "%s/garbled.sock", tmpdir);
+        snprintf(uri, sizeof uri, "unix:%s", path);
+        start_destination(&dst, "garbled", uri, 10);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        const char junk[] = "GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+        assert_int_equal(send(fd, junk, sizeof junk, 0), (ssize_t)sizeof junk);
+        run_until_finished(NULL, &dst, 30000);
+        migration_job_get_stats(dst.job, &st);
+        printf("# destination: %s: %s\n", st.error_name, st.error_message);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_non_null(strstr(st.error_message, "bad magic"));
+        close(fd);
+        side_free(&dst);
+
+        /* A real source whose stream is garbled in flight: a relay that flips bytes after
+         * the first megabyte. The destination refuses it; the source keeps running. */
+        Side src = {}, dst2 = {};
+        char relay_path[100], relay_uri[120];
+        snprintf(relay_path, sizeof relay_path, "%s/relay.sock", tmpdir);
+        snprintf(relay_uri, sizeof relay_uri, "unix:%s", relay_path);
+        snprintf(path, sizeof path, "%s/garbled2.sock", tmpdir);
+        snprintf(uri, sizeof uri, "unix:%s", path);
+        start_source(&src, "garbled2", 256, "work=verify mib=64 hb=100");
+        start_destination(&dst2, "garbled2", uri, 20);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct sockaddr_un a = { .sun_family = AF_UNIX }, b = { .sun_family = AF_UNIX };
+                snprintf(a.sun_path, sizeof a.sun_path, "%s", relay_path);
+                snprintf(b.sun_path, sizeof b.sun_path, "%s", path);
+                int l = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0)
+                        _exit(1);
+                int in = accept(l, NULL, NULL), out = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (connect(out, (struct sockaddr *)&b, sizeof b) < 0)
+                        _exit(1);
+                uint8_t buf[65536];
+                size_t total = 0;
+                for (;;) {
+                        struct pollfd pf[2] = { { .fd = in, .events = POLLIN }, { .fd = out, .events = POLLIN } };
+                        if (poll(pf, 2, 20000) <= 0)
+                                _exit(0);
+                        if (pf[1].revents) {
+                                ssize_t k = recv(out, buf, sizeof buf, 0);
+                                if (k <= 0 || send(in, buf, (size_t)k, MSG_NOSIGNAL) < 0)
+                                        _exit(0);
+                        }
+                        if (pf[0].revents) {
+                                ssize_t k = recv(in, buf, sizeof buf, 0);
+                                if (k <= 0)
+                                        _exit(0);
+                                if (total > MiB)
+                                        for (ssize_t i = 0; i < k; i++)
+                                                buf[i] ^= 0x5a;
+                                total += (size_t)k;
+                                if (send(out, buf, (size_t)k, MSG_NOSIGNAL) < 0)
+                                        _exit(0);
+                        }
+                }
+        }
+        for (int i = 0; i < 100 && access(relay_path, F_OK) < 0; i++)
+                poll(NULL, 0, 20);
+        MigrationParams p;
+        migration_params_init(&p);
+        assert_int_equal(migration_out_start(src.vm, relay_uri, &p, &callbacks, &src, &src.job), 0);
+        run_until_finished(&src, &dst2, 60000);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        migration_job_get_stats(dst2.job, &st);
+        printf("# destination: %s: %s\n", st.error_name, st.error_message);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_int_equal(vm_get_state(dst2.vm), VM_STATE_STOPPED);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        side_free(&src);
+        side_free(&dst2);
+}
+
+/* Faster dirtying than the bandwidth limit allows: without auto-converge the migration
+ * gives up at timeout_s with the source running; with it, it converges. */
+static void test_convergence(void **state) {
+        MigrationParams p;
+        Side src = {}, dst = {};
+        _cleanup_free_ char *uri = unix_uri("noconv"), *uri2 = unix_uri("conv");
+
+        migration_params_init(&p);
+        p.max_bandwidth_mibps = 2;
+        p.max_downtime_ms = 10;
+        p.auto_converge = false;
+        p.timeout_s = 6;
+        start_source(&src, "noconv", 256, "work=dirty mib=32 rate=0 hb=100");
+        start_destination(&dst, "noconv", uri, 60);
+        assert_int_equal(migration_out_start(src.vm, uri, &p, &callbacks, &src, &src.job), 0);
+        run_until_finished(&src, &dst, 120000);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        MigrationStats st;
+        migration_job_get_stats(src.job, &st);
+        assert_non_null(strstr(st.error_message, "did not converge"));
+        assert_int_equal(st.throttle_percent, 0);
+        side_free(&src);
+        side_free(&dst);
+
+        /* With auto-converge the vCPU is slowed until the dirty pages fit the downtime. */
+        p.auto_converge = true;
+        p.timeout_s = 0;
+        p.max_bandwidth_mibps = 8;
+        p.max_downtime_ms = 100;
+        migrate_and_check("conv", uri2, 256, "work=dirty mib=32 rate=0 hb=100", &p);
+}
+
+static int setup(void **state) {
+        require_kvm();
+        guest = test_guest_path();
+        assert_non_null(mkdtemp(tmpdir));
+        port_base += (int)(getpid() % 500) * 8;
+        return 0;
+}
+
+static int teardown(void **state) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+        (void)!system(cmd);
+        free(guest);
+        return 0;
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_verify_unix),
+                cmocka_unit_test(test_verify_tcp_zerocopy),
+                cmocka_unit_test(test_dirty_two_connections),
+                cmocka_unit_test(test_cancel),
+                cmocka_unit_test(test_destination_dies),
+                cmocka_unit_test(test_garbled_stream),
+                cmocka_unit_test(test_convergence),
+        };
+        signal(SIGPIPE, SIG_IGN);
+        require_kvm();
+        if (getenv("VMMD_TEST_FILTER"))
+                cmocka_set_test_filter(getenv("VMMD_TEST_FILTER"));
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
