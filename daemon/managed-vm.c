@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <inttypes.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "log-vm.h"
+#include "manager-private.h"
+
+#define STATE_BIT(s) (1U << (s))
+
+static const struct {
+        const char *verb;
+        unsigned allowed_states;
+        const char *allowed_text;
+        int (*call)(Vm *vm);
+} action_table[_VM_ACTION_MAX] = {
+        [VM_ACTION_START] = {
+                "start",
+                STATE_BIT(VM_STATE_CREATED) | STATE_BIT(VM_STATE_STOPPED) |
+                        STATE_BIT(VM_STATE_CRASHED),
+                "created, stopped or crashed",
+                vm_start,
+        },
+        [VM_ACTION_PAUSE] = {
+                "pause",
+                STATE_BIT(VM_STATE_RUNNING),
+                "running",
+                vm_pause,
+        },
+        [VM_ACTION_RESUME] = {
+                "resume",
+                STATE_BIT(VM_STATE_PAUSED) | STATE_BIT(VM_STATE_MIGRATION_UNKNOWN),
+                "paused or migration-unknown",
+                vm_resume,
+        },
+        [VM_ACTION_SHUTDOWN] = {
+                "shutdown",
+                STATE_BIT(VM_STATE_RUNNING) | STATE_BIT(VM_STATE_PAUSED),
+                "running or paused",
+                vm_request_shutdown,
+        },
+        [VM_ACTION_STOP] = {
+                "stop",
+                STATE_BIT(VM_STATE_RUNNING) | STATE_BIT(VM_STATE_PAUSED) |
+                        STATE_BIT(VM_STATE_INCOMING) | STATE_BIT(VM_STATE_MIGRATION_UNKNOWN),
+                "running, paused, incoming or migration-unknown",
+                vm_stop,
+        },
+};
+
+const char *vm_action_to_string(VmAction a) {
+        return a >= 0 && a < _VM_ACTION_MAX ? action_table[a].verb : NULL;
+}
+
+VmAction vm_action_from_string(const char *s) {
+        for (int a = 0; s && a < _VM_ACTION_MAX; a++)
+                if (strcmp(action_table[a].verb, s) == 0)
+                        return (VmAction)a;
+        return _VM_ACTION_INVALID;
+}
+
+bool vm_action_allowed_in(VmAction a, VmState s) {
+        if (a < 0 || a >= _VM_ACTION_MAX || s < 0 || s >= _VM_STATE_MAX)
+                return false;
+        return action_table[a].allowed_states & STATE_BIT(s);
+}
+
+const char *managed_vm_get_name(const ManagedVm *v) {
+        return vm_get_name(v->vm);
+}
+
+VmState managed_vm_get_state(const ManagedVm *v) {
+        return vm_get_state(v->vm);
+}
+
+static int managed_vm_on_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        ManagedVm *v = userdata;
+        int r;
+
+        if (revents & (EPOLLHUP | EPOLLERR)) {
+                log_vm(LOG_WARNING, managed_vm_get_name(v),
+                       "Event fd of VM %s hung up, ignoring it", managed_vm_get_name(v));
+                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        }
+
+        r = vm_dispatch_events(v->vm);
+        if (r < 0)
+                log_vm_errno(LOG_WARNING, r, managed_vm_get_name(v),
+                             "Failed to handle events of VM %s: %m", managed_vm_get_name(v));
+        return 0;
+}
+
+/* Watches the VM's event fd. Written so that it does not matter whether the core keeps one
+ * fd for the VM's life or makes a new one on each start. */
+static int managed_vm_sync_event_source(ManagedVm *v) {
+        int fd = vm_get_event_fd(v->vm), r;
+
+        if (v->event_source) {
+                if (fd >= 0 && sd_event_source_get_io_fd(v->event_source) == fd)
+                        return 0;
+                v->event_source = sd_event_source_disable_unref(v->event_source);
+        }
+        if (fd < 0)
+                return 0;
+
+        r = sd_event_add_io(v->manager->event, &v->event_source, fd, EPOLLIN, managed_vm_on_event,
+                            v);
+        if (r < 0)
+                return log_vm_errno(LOG_ERR, r, managed_vm_get_name(v),
+                                    "Failed to watch events of VM %s: %m",
+                                    managed_vm_get_name(v));
+        (void)sd_event_source_set_description(v->event_source, "vm-events");
+        return 0;
+}
+
+/* Tells the observers about a state the core reached, once, whether it came through the
+ * state callback or synchronously from a call. */
+static void managed_vm_refresh_state(ManagedVm *v) {
+        VmState old_state = v->state, new_state = vm_get_state(v->vm);
+
+        (void)managed_vm_sync_event_source(v);
+        if (new_state == old_state)
+                return;
+
+        v->state = new_state;
+        {
+                char f_vm[sizeof("VM=") + VM_NAME_MAX], f_state[64];
+                snprintf(f_vm, sizeof f_vm, "VM=%s", managed_vm_get_name(v));
+                snprintf(f_state, sizeof f_state, "VM_STATE=%s", vm_state_to_string(new_state));
+                log_struct_errno(new_state == VM_STATE_CRASHED ? LOG_WARNING : LOG_INFO, 0,
+                                 ((const char *const[]){ f_vm, f_state, NULL }),
+                                 "VM %s is now %s (was %s)", managed_vm_get_name(v),
+                                 vm_state_to_string(new_state), vm_state_to_string(old_state));
+        }
+        manager_notify(v->manager, MANAGER_EVENT_VM_STATE_CHANGED, v, old_state, new_state);
+}
+
+static void managed_vm_on_state(Vm *vm, VmState old_state, VmState new_state, void *userdata) {
+        ManagedVm *v = userdata;
+
+        /* old == new: the core says that something other than the state changed (a job's
+         * progress, the console): pass it on as a "change" without a new state. */
+        if (old_state == new_state && new_state == v->state) {
+                manager_notify(v->manager, MANAGER_EVENT_VM_STATE_CHANGED, v, v->state, v->state);
+                return;
+        }
+        managed_vm_refresh_state(v);
+}
+
+int managed_vm_new(Manager *m, const char *name, const VmConfig *config, ManagedVm **ret) {
+        _cleanup_(vm_freep) Vm *vm = NULL;
+        ManagedVm *v;
+        int r;
+
+        r = vm_new(name, config, &vm);
+        if (r < 0)
+                return r;
+
+        v = calloc(1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        v->manager = m;
+        v->max_downtime_ms = MANAGED_VM_MAX_DOWNTIME_MS_DEFAULT;
+        v->config_json = vm_config_to_json(vm_get_config(vm));
+        if (!v->config_json) {
+                free(v);
+                return -ENOMEM;
+        }
+        v->vm = TAKE_PTR(vm);
+        v->state = vm_get_state(v->vm);
+        vm_set_state_callback(v->vm, managed_vm_on_state, v);
+        (void)managed_vm_sync_event_source(v);
+
+        *ret = v;
+        return 0;
+}
+
+ManagedVm *managed_vm_free(ManagedVm *v) {
+        if (!v)
+                return NULL;
+        v->event_source = sd_event_source_disable_unref(v->event_source);
+        if (v->vm) {
+                /* vm_free() stops a running VM: no callbacks into a half-freed object. */
+                vm_set_state_callback(v->vm, NULL, NULL);
+                if (vm_state_is_active(vm_get_state(v->vm)))
+                        log_vm(LOG_NOTICE, vm_get_name(v->vm), "Stopping VM %s",
+                               vm_get_name(v->vm));
+                vm_free(v->vm);
+        }
+        free(v->config_json);
+        free(v);
+        return NULL;
+}
+
+int managed_vm_act(ManagedVm *v, VmAction a, char **ret_error) {
+        const char *name = managed_vm_get_name(v);
+        VmState s = managed_vm_get_state(v);
+        int r;
+
+        if (a < 0 || a >= _VM_ACTION_MAX)
+                return set_error(ret_error, -EINVAL, "Unknown action");
+        if (a == VM_ACTION_START && v->manager->shutting_down)
+                return set_error(ret_error, -EBUSY,
+                                 "Cannot start VM '%s': vmmd is shutting down", name);
+        if (v->job_active && a != VM_ACTION_STOP)
+                return set_error(ret_error, -EBUSY,
+                                 "Cannot %s VM '%s': job %" PRIu32 " is running on it; abort "
+                                 "the job first",
+                                 action_table[a].verb, name, v->job_id);
+        if (!vm_action_allowed_in(a, s))
+                return set_error(ret_error, -EBADFD,
+                                 "Cannot %s VM '%s': it is %s, and %s needs a VM that is %s",
+                                 action_table[a].verb, name, vm_state_to_string(s),
+                                 action_table[a].verb, action_table[a].allowed_text);
+
+        r = action_table[a].call(v->vm);
+        managed_vm_refresh_state(v);
+        if (r < 0) {
+                if (a == VM_ACTION_START && access("/dev/kvm", R_OK | W_OK) < 0)
+                        return set_error(ret_error, r,
+                                         "Failed to start VM '%s': KVM is not available "
+                                         "(/dev/kvm: %s)",
+                                         name, strerror(errno));
+                return set_error(ret_error, r, "Failed to %s VM '%s': %s", action_table[a].verb,
+                                 name, strerror(-r));
+        }
+
+        if (a == VM_ACTION_SHUTDOWN)
+                log_vm(LOG_INFO, name, "Asked the guest of VM %s to power off", name);
+        return 0;
+}
+
+int managed_vm_open_console(ManagedVm *v, int *ret_fd, char **ret_error) {
+        const char *name = managed_vm_get_name(v);
+        int fd = -EBADF, r;
+
+        r = vm_open_console(v->vm, &fd);
+        if (r == -ENODEV) {
+                if (vm_get_config(v->vm)->serial_mode == SERIAL_MODE_NONE)
+                        return set_error(ret_error, r,
+                                         "VM '%s' has no console: its serial mode is \"none\"",
+                                         name);
+                return set_error(ret_error, r, "The console of VM '%s' is not available while it is %s",
+                                 name, vm_state_to_string(managed_vm_get_state(v)));
+        }
+        if (r < 0)
+                return set_error(ret_error, r, "Failed to open the console of VM '%s': %s", name,
+                                 strerror(-r));
+        *ret_fd = fd;
+        return 0;
+}
+
+int managed_vm_abort_job(ManagedVm *v, char **ret_error) {
+        if (!v->job_active)
+                return set_error(ret_error, -EBADFD, "No job is active on VM '%s'",
+                                 managed_vm_get_name(v));
+        /* Jobs come with migration; until then no job is ever active. */
+        return set_error(ret_error, -EOPNOTSUPP, "Jobs are not implemented yet");
+}
+
+int managed_vm_set_max_downtime(ManagedVm *v, uint64_t ms, char **ret_error) {
+        if (ms == 0 || ms > MANAGED_VM_MAX_DOWNTIME_MS_MAX)
+                return set_error(ret_error, -ERANGE,
+                                 "Maximum downtime must be between 1 and %" PRIu64 " ms, got %" PRIu64,
+                                 MANAGED_VM_MAX_DOWNTIME_MS_MAX, ms);
+        v->max_downtime_ms = ms;
+        log_vm(LOG_INFO, managed_vm_get_name(v), "Maximum migration downtime of VM %s set to %" PRIu64 " ms",
+               managed_vm_get_name(v), ms);
+        return 0;
+}
+
+int managed_vm_set_max_speed(ManagedVm *v, uint64_t mibps, char **ret_error) {
+        if (mibps > MANAGED_VM_MAX_SPEED_MIBPS_MAX)
+                return set_error(ret_error, -ERANGE,
+                                 "Maximum migration speed must be at most %" PRIu64 " MiB/s",
+                                 MANAGED_VM_MAX_SPEED_MIBPS_MAX);
+        v->max_speed_mibps = mibps;
+        log_vm(LOG_INFO, managed_vm_get_name(v), "Maximum migration speed of VM %s set to %" PRIu64 " MiB/s%s",
+               managed_vm_get_name(v), mibps, mibps == 0 ? " (unlimited)" : "");
+        return 0;
+}

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Shared by manager.c and managed-vm.c only. */
+
+#include "manager.h"
+
+typedef enum ManagerEvent {
+        MANAGER_EVENT_VM_ADDED,
+        MANAGER_EVENT_VM_REMOVING,
+        MANAGER_EVENT_VM_STATE_CHANGED,
+} ManagerEvent;
+
+void manager_notify(Manager *m, ManagerEvent event, ManagedVm *v, VmState old_state,
+                    VmState new_state);
+void manager_notify_removed(Manager *m, const char *name);
+
+int managed_vm_new(Manager *m, const char *name, const VmConfig *config, ManagedVm **ret);
+ManagedVm *managed_vm_free(ManagedVm *v);
+
+/* Sets *ret_error (if not NULL) to a formatted message and returns r. */
+int set_error(char **ret_error, int r, const char *format, ...) _printf_(3, 4);

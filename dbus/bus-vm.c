@@ -1,0 +1,503 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <inttypes.h>
+#include <string.h>
+
+#include "bus-errors.h"
+#include "bus-polkit.h"
+#include "bus-service.h"
+#include "log.h"
+
+/* org.vmmd.VMM1.VM on /org/vmmd/VMM1/vm/<name escaped with sd_bus_path_encode()>. */
+
+/* libvirt's virDomainGetJobStats() flags and job types */
+#define JOB_STATS_COMPLETED 1U
+#define JOB_STATS_KEEP_COMPLETED 2U
+#define JOB_TYPE_NONE 0
+
+int bus_vm_path(const char *name, char **ret) {
+        return sd_bus_path_encode(VMMD_VM_PATH_PREFIX, name, ret);
+}
+
+static ManagedVm *bus_vm_lookup(BusService *s, const char *path) {
+        _cleanup_free_ char *name = NULL;
+
+        if (sd_bus_path_decode(path, VMMD_VM_PATH_PREFIX, &name) <= 0)
+                return NULL;
+        return manager_find_vm(s->manager, name);
+}
+
+int bus_vm_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                void **ret_found, sd_bus_error *error) {
+        ManagedVm *v = bus_vm_lookup(userdata, path);
+
+        if (!v)
+                return 0;
+        *ret_found = v;
+        return 1;
+}
+
+int bus_vm_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
+                     sd_bus_error *error) {
+        BusService *s = userdata;
+        Manager *m = s->manager;
+        char **nodes;
+        int r;
+
+        nodes = calloc(m->n_vms + 1, sizeof *nodes);
+        if (!nodes)
+                return -ENOMEM;
+        for (size_t i = 0; i < m->n_vms; i++) {
+                r = bus_vm_path(managed_vm_get_name(m->vms[i]), &nodes[i]);
+                if (r < 0) {
+                        for (size_t j = 0; j < i; j++)
+                                free(nodes[j]);
+                        free(nodes);
+                        return r;
+                }
+        }
+        *ret_nodes = nodes;
+        return 0;
+}
+
+/* After an authorization the VM is looked up again: it may have gone meanwhile. */
+static int bus_vm_from_call(BusService *s, sd_bus_message *m, ManagedVm **ret,
+                            sd_bus_error *error) {
+        ManagedVm *v = bus_vm_lookup(s, sd_bus_message_get_path(m));
+
+        if (!v)
+                return sd_bus_error_setf(error, VMMD_ERROR_NO_SUCH_VM,
+                                         "The VM of %s no longer exists",
+                                         sd_bus_message_get_path(m));
+        *ret = v;
+        return 0;
+}
+
+/* --- properties --- */
+
+static int property_get_name(sd_bus *bus, const char *path, const char *interface,
+                             const char *property, sd_bus_message *reply, void *userdata,
+                             sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", managed_vm_get_name(userdata));
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface,
+                              const char *property, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s",
+                                     vm_state_to_string(managed_vm_get_state(userdata)));
+}
+
+static int property_get_vcpus(sd_bus *bus, const char *path, const char *interface,
+                              const char *property, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t)vm_get_config(v->vm)->vcpus);
+}
+
+static int property_get_memory_bytes(sd_bus *bus, const char *path, const char *interface,
+                                     const char *property, sd_bus_message *reply, void *userdata,
+                                     sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        return sd_bus_message_append(reply, "t", vm_get_config(v->vm)->memory_mib * MiB);
+}
+
+static int property_get_config(sd_bus *bus, const char *path, const char *interface,
+                               const char *property, sd_bus_message *reply, void *userdata,
+                               sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        return sd_bus_message_append(reply, "s", v->config_json);
+}
+
+static int property_get_job(sd_bus *bus, const char *path, const char *interface,
+                            const char *property, sd_bus_message *reply, void *userdata,
+                            sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        char p[sizeof(VMMD_JOB_PATH_PREFIX "/") + 10];
+
+        if (v->job_id == 0)
+                return sd_bus_message_append(reply, "o", "/");
+        snprintf(p, sizeof p, VMMD_JOB_PATH_PREFIX "/%" PRIu32, v->job_id);
+        return sd_bus_message_append(reply, "o", p);
+}
+
+static int property_get_console_path(sd_bus *bus, const char *path, const char *interface,
+                                     const char *property, sd_bus_message *reply,
+                                     void *userdata, sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        const char *p = vm_get_console_path(v->vm);
+        return sd_bus_message_append(reply, "s", p ?: "");
+}
+
+/* --- lifecycle --- */
+
+static const struct {
+        const char *member;
+        VmAction action;
+} action_members[] = {
+        { "Start", VM_ACTION_START },       { "Pause", VM_ACTION_PAUSE },
+        { "Resume", VM_ACTION_RESUME },     { "Shutdown", VM_ACTION_SHUTDOWN },
+        { "Stop", VM_ACTION_STOP },
+};
+
+static VmAction action_of_call(sd_bus_message *m) {
+        const char *member = sd_bus_message_get_member(m);
+
+        for (size_t i = 0; member && i < ELEMENTSOF(action_members); i++)
+                if (strcmp(action_members[i].member, member) == 0)
+                        return action_members[i].action;
+        return _VM_ACTION_INVALID;
+}
+
+static int vm_action_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        ManagedVm *v;
+        int r;
+
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = managed_vm_act(v, action_of_call(m), &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_vm_action(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        VmAction a = action_of_call(m);
+
+        if (a < 0)
+                return -EINVAL;
+        return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MANAGE,
+                             managed_vm_get_name(v), vm_action_to_string(a), vm_action_authorized,
+                             error);
+}
+
+static int delete_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        ManagedVm *v;
+        int r;
+
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = manager_delete_vm(s->manager, v, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_delete(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MANAGE,
+                             managed_vm_get_name(userdata), "delete", delete_authorized, error);
+}
+
+static int open_console_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        ManagedVm *v;
+        int r;
+
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = managed_vm_open_console(v, &fd, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        /* sd-bus duplicates the fd into the message. */
+        return sd_bus_reply_method_return(m, "h", fd);
+}
+
+static int method_open_console(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        /* The console takes input too: as privileged as the lifecycle calls. */
+        return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MANAGE,
+                             managed_vm_get_name(userdata), "console", open_console_authorized,
+                             error);
+}
+
+/* --- migration and jobs (libvirt-shaped) --- */
+
+static int method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return sd_bus_error_setf(error, VMMD_ERROR_NOT_SUPPORTED, "Cannot migrate VM '%s': %s",
+                                 managed_vm_get_name(userdata), VMMD_MIGRATION_NOT_IMPLEMENTED);
+}
+
+static int method_get_job_stats(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        uint32_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "u", &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~(JOB_STATS_COMPLETED | JOB_STATS_KEEP_COMPLETED))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx32 " (known: 1 completed, 2 "
+                                         "keep completed)",
+                                         flags);
+        if ((flags & JOB_STATS_KEEP_COMPLETED) && !(flags & JOB_STATS_COMPLETED))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Flag 2 (keep completed) needs flag 1 (completed)");
+
+        /* No job has run on this VM (jobs arrive with migration): type "none", no stats. */
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "i", (int32_t)JOB_TYPE_NONE);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int abort_job_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        ManagedVm *v;
+        int r;
+
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = managed_vm_abort_job(v, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_abort_job(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MIGRATE,
+                             managed_vm_get_name(userdata), "abort-job", abort_job_authorized,
+                             error);
+}
+
+static int read_value_and_flags(sd_bus_message *m, uint64_t *ret_value, sd_bus_error *error) {
+        uint64_t value;
+        uint32_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "tu", &value, &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx32 " (none are defined)", flags);
+        *ret_value = value;
+        return 0;
+}
+
+static int set_max_downtime_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        ManagedVm *v;
+        uint64_t ms = 0;
+        int r;
+
+        r = read_value_and_flags(m, &ms, error);
+        if (r < 0)
+                return r;
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = managed_vm_set_max_downtime(v, ms, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_migrate_set_max_downtime(sd_bus_message *m, void *userdata,
+                                           sd_bus_error *error) {
+        uint64_t ms = 0;
+        int r;
+
+        r = read_value_and_flags(m, &ms, error);
+        if (r < 0)
+                return r;
+        if (ms == 0 || ms > MANAGED_VM_MAX_DOWNTIME_MS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Maximum downtime must be between 1 and %" PRIu64
+                                         " ms, got %" PRIu64,
+                                         MANAGED_VM_MAX_DOWNTIME_MS_MAX, ms);
+        return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MIGRATE,
+                             managed_vm_get_name(userdata), "set-max-downtime",
+                             set_max_downtime_authorized, error);
+}
+
+static int method_migrate_get_max_downtime(sd_bus_message *m, void *userdata,
+                                           sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        uint32_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "u", &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx32 " (none are defined)", flags);
+        return sd_bus_reply_method_return(m, "t", v->max_downtime_ms);
+}
+
+static int set_max_speed_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        ManagedVm *v;
+        uint64_t mibps = 0;
+        int r;
+
+        r = read_value_and_flags(m, &mibps, error);
+        if (r < 0)
+                return r;
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = managed_vm_set_max_speed(v, mibps, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_migrate_set_max_speed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        uint64_t mibps = 0;
+        int r;
+
+        r = read_value_and_flags(m, &mibps, error);
+        if (r < 0)
+                return r;
+        if (mibps > MANAGED_VM_MAX_SPEED_MIBPS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Maximum speed must be at most %" PRIu64 " MiB/s",
+                                         MANAGED_VM_MAX_SPEED_MIBPS_MAX);
+        return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MIGRATE,
+                             managed_vm_get_name(userdata), "set-max-speed",
+                             set_max_speed_authorized, error);
+}
+
+static int method_migrate_get_max_speed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        uint32_t flags;
+        int r;
+
+        r = sd_bus_message_read(m, "u", &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx32 " (none are defined)", flags);
+        return sd_bus_reply_method_return(m, "t", v->max_speed_mibps);
+}
+
+const sd_bus_vtable bus_vm_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("VCPUs", "u", property_get_vcpus, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("MemoryBytes", "t", property_get_memory_bytes, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Config", "s", property_get_config, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Job", "o", property_get_job, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ConsolePath", "s", property_get_console_path, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+
+        SD_BUS_METHOD("Start", NULL, NULL, method_vm_action, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Pause", NULL, NULL, method_vm_action, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Resume", NULL, NULL, method_vm_action, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Shutdown", NULL, NULL, method_vm_action, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Stop", NULL, NULL, method_vm_action, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Delete", NULL, NULL, method_delete, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("OpenConsole",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("h", fd),
+                                method_open_console,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Migrate",
+                                SD_BUS_ARGS("s", destination_uri, "a{sv}", options),
+                                SD_BUS_RESULT("o", job),
+                                method_migrate,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetJobStats",
+                                SD_BUS_ARGS("u", flags),
+                                SD_BUS_RESULT("i", type, "a{sv}", stats),
+                                method_get_job_stats,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("AbortJob", NULL, NULL, method_abort_job, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MigrateSetMaxDowntime",
+                                SD_BUS_ARGS("t", ms, "u", flags),
+                                SD_BUS_NO_RESULT,
+                                method_migrate_set_max_downtime,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MigrateGetMaxDowntime",
+                                SD_BUS_ARGS("u", flags),
+                                SD_BUS_RESULT("t", ms),
+                                method_migrate_get_max_downtime,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MigrateSetMaxSpeed",
+                                SD_BUS_ARGS("t", mib_per_s, "u", flags),
+                                SD_BUS_NO_RESULT,
+                                method_migrate_set_max_speed,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MigrateGetMaxSpeed",
+                                SD_BUS_ARGS("u", flags),
+                                SD_BUS_RESULT("t", mib_per_s),
+                                method_migrate_get_max_speed,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+
+        SD_BUS_SIGNAL_WITH_ARGS("JobCompleted", SD_BUS_ARGS("a{sv}", stats), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("MigrationIteration", SD_BUS_ARGS("i", iteration), 0),
+        SD_BUS_VTABLE_END,
+};
+
+/* --- signals from the Manager's changes --- */
+
+static void on_vm_added(Manager *m, ManagedVm *v, void *userdata) {
+        BusService *s = userdata;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        r = bus_vm_path(managed_vm_get_name(v), &path);
+        if (r >= 0)
+                r = sd_bus_emit_object_added(s->bus, path);
+        if (r < 0)
+                log_warning_errno(r, "Failed to announce VM %s on the bus: %m",
+                                  managed_vm_get_name(v));
+}
+
+static void on_vm_removing(Manager *m, ManagedVm *v, void *userdata) {
+        BusService *s = userdata;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        r = bus_vm_path(managed_vm_get_name(v), &path);
+        if (r >= 0)
+                r = sd_bus_emit_object_removed(s->bus, path);
+        if (r < 0)
+                log_warning_errno(r, "Failed to announce the removal of VM %s on the bus: %m",
+                                  managed_vm_get_name(v));
+}
+
+static void on_vm_state_changed(Manager *m, ManagedVm *v, VmState old_state, VmState new_state,
+                                void *userdata) {
+        BusService *s = userdata;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        r = bus_vm_path(managed_vm_get_name(v), &path);
+        if (r >= 0 && old_state != new_state)
+                r = sd_bus_emit_properties_changed(s->bus, path, VMMD_VM_INTERFACE, "State",
+                                                   "ConsolePath", NULL);
+        else if (r >= 0)
+                r = sd_bus_emit_properties_changed(s->bus, path, VMMD_VM_INTERFACE, "Job",
+                                                   "ConsolePath", NULL);
+        if (r < 0)
+                log_warning_errno(r, "Failed to signal the state of VM %s: %m",
+                                  managed_vm_get_name(v));
+}
+
+const ManagerObserver bus_vm_observer = {
+        .vm_added = on_vm_added,
+        .vm_removing = on_vm_removing,
+        .vm_state_changed = on_vm_state_changed,
+};
