@@ -136,8 +136,23 @@ static void managed_vm_refresh_state(ManagedVm *v) {
         manager_notify(v->manager, MANAGER_EVENT_VM_STATE_CHANGED, v, old_state, new_state);
 }
 
+void managed_vm_refresh_config(ManagedVm *v) {
+        const VmConfig *c = vm_get_config(v->vm);
+        char *json;
+
+        if (!c || (v->config_json && v->config_json[0]))
+                return;
+        json = vm_config_to_json(c);
+        if (!json)
+                return;
+        free(v->config_json);
+        v->config_json = json;
+}
+
 static void managed_vm_on_state(Vm *vm, VmState old_state, VmState new_state, void *userdata) {
         ManagedVm *v = userdata;
+
+        managed_vm_refresh_config(v);
 
         /* old == new: the core says that something other than the state changed (a job's
          * progress, the console): pass it on as a "change" without a new state. */
@@ -172,6 +187,33 @@ int managed_vm_new(Manager *m, const char *name, const VmConfig *config, Managed
         vm_set_state_callback(v->vm, managed_vm_on_state, v);
         (void)managed_vm_sync_event_source(v);
 
+        *ret = v;
+        return 0;
+}
+
+/* A VM that receives a migration: no config until the source sends it. */
+int managed_vm_new_incoming(Manager *m, const char *name, ManagedVm **ret) {
+        _cleanup_(vm_freep) Vm *vm = NULL;
+        ManagedVm *v;
+        int r;
+
+        r = vm_new_incoming(name, &vm);
+        if (r < 0)
+                return r;
+        v = calloc(1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        v->manager = m;
+        v->max_downtime_ms = MANAGED_VM_MAX_DOWNTIME_MS_DEFAULT;
+        v->config_json = strdup("");
+        if (!v->config_json) {
+                free(v);
+                return -ENOMEM;
+        }
+        v->vm = TAKE_PTR(vm);
+        v->state = vm_get_state(v->vm);
+        vm_set_state_callback(v->vm, managed_vm_on_state, v);
+        (void)managed_vm_sync_event_source(v);
         *ret = v;
         return 0;
 }
@@ -237,7 +279,7 @@ int managed_vm_open_console(ManagedVm *v, int *ret_fd, char **ret_error) {
 
         r = vm_open_console(v->vm, &fd);
         if (r == -ENODEV) {
-                if (vm_get_config(v->vm)->serial_mode == SERIAL_MODE_NONE)
+                if (vm_get_config(v->vm) && vm_get_config(v->vm)->serial_mode == SERIAL_MODE_NONE)
                         return set_error(ret_error, r,
                                          "VM '%s' has no console: its serial mode is \"none\"",
                                          name);
@@ -252,11 +294,10 @@ int managed_vm_open_console(ManagedVm *v, int *ret_fd, char **ret_error) {
 }
 
 int managed_vm_abort_job(ManagedVm *v, char **ret_error) {
-        if (!v->job_active)
+        if (!v->job_active || !v->job)
                 return set_error(ret_error, -EBADFD, "No job is active on VM '%s'",
                                  managed_vm_get_name(v));
-        /* Jobs come with migration; until then no job is ever active. */
-        return set_error(ret_error, -EOPNOTSUPP, "Jobs are not implemented yet");
+        return managed_job_cancel(v->job, ret_error);
 }
 
 int managed_vm_set_max_downtime(ManagedVm *v, uint64_t ms, char **ret_error) {

@@ -27,7 +27,17 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
-        /* No observer calls here: whoever observed is being torn down too. */
+        /* No observer calls here: whoever observed is being torn down too. Jobs go first:
+         * a running one is cancelled and joined while its VM still exists. */
+        while (m->n_jobs > 0) {
+                ManagedJob *j = m->jobs[--m->n_jobs];
+                if (j->vm)
+                        j->vm->job = NULL;
+                j->event_source = sd_event_source_disable_unref(j->event_source);
+                migration_job_free(j->job);
+                free(j);
+        }
+        free(m->jobs);
         while (m->n_vms > 0)
                 managed_vm_free(m->vms[--m->n_vms]);
         free(m->vms);
@@ -214,6 +224,8 @@ int manager_delete_vm(Manager *m, ManagedVm *v, char **ret_error) {
         if (i >= m->n_vms)
                 return set_error(ret_error, -ENXIO, "No VM named '%s'", name);
 
+        if (v->job)
+                manager_remove_job(m, v->job); /* finished: a job goes with its VM */
         manager_notify(m, MANAGER_EVENT_VM_REMOVING, v, s, s);
         log_vm(LOG_INFO, name, "Deleted VM %s", name);
 

@@ -8,6 +8,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "migration.h"
 #include "vm.h"
 
 /* The Manager: the set of VMs a daemon runs, their names and limits, and (with migration)
@@ -39,6 +40,7 @@
 
 typedef struct Manager Manager;
 typedef struct ManagedVm ManagedVm;
+typedef struct ManagedJob ManagedJob;
 
 /* Calls made on the loop thread after a change. vm_removing is called while the VM is still
  * listed (so a bus layer can still describe it), vm_removed once it is gone.
@@ -50,7 +52,26 @@ typedef struct ManagerObserver {
         void (*vm_removed)(Manager *m, const char *name, void *userdata);
         void (*vm_state_changed)(Manager *m, ManagedVm *v, VmState old_state, VmState new_state,
                                  void *userdata);
+        /* Jobs: added, statistics changed (as often as the job publishes: a front end
+         * rate-limits), a precopy pass ended, reached its final state, about to be removed. */
+        void (*job_added)(Manager *m, ManagedJob *j, void *userdata);
+        void (*job_changed)(Manager *m, ManagedJob *j, void *userdata);
+        void (*job_iteration)(Manager *m, ManagedJob *j, uint32_t index, void *userdata);
+        void (*job_finished)(Manager *m, ManagedJob *j, void *userdata);
+        void (*job_removing)(Manager *m, ManagedJob *j, void *userdata);
 } ManagerObserver;
+
+/* A migration job and its VM. A finished job stays (with its final statistics) until its VM
+ * starts another job or is deleted. */
+struct ManagedJob {
+        Manager *manager;
+        uint32_t id;
+        ManagedVm *vm;
+        MigrationJob *job;
+        sd_event_source *event_source; /* on migration_job_get_event_fd() */
+        uint32_t started_by_uid;
+        bool finished;
+};
 
 struct ManagedVm {
         Manager *manager;
@@ -60,6 +81,8 @@ struct ManagedVm {
         VmState state;                   /* as last reported to the observers */
         uint32_t job_id;                 /* current or last job, 0 if none */
         bool job_active;
+        ManagedJob *job;                 /* current or last job, NULL if none */
+        bool completed_stats_taken;      /* GetJobStats(completed) without keep */
         uint64_t max_downtime_ms;
         uint64_t max_speed_mibps;        /* 0: unlimited */
 };
@@ -70,6 +93,8 @@ struct Manager {
         size_t n_vms;
         unsigned max_vms;
         uint32_t last_job_id; /* ids start at 1 and are never reused in a daemon's life */
+        ManagedJob **jobs;
+        size_t n_jobs;
         bool shutting_down;   /* refuse new VMs and Start */
         struct {
                 const ManagerObserver *ops;
@@ -102,6 +127,21 @@ int manager_delete_vm(Manager *m, ManagedVm *v, char **ret_error);
 
 /* Reserves the next job id (for migration jobs); 0 once all 2^32 - 1 are used. */
 uint32_t manager_allocate_job_id(Manager *m);
+
+/* Starts sending a running or paused VM. Params left at their defaults take the VM's
+ * MigrateSetMaxDowntime/MigrateSetMaxSpeed values. Errors: -EBADFD wrong state, -EBUSY a
+ * job runs, -EINVAL bad URI or parameters, others from the engine. */
+int manager_migrate(Manager *m, ManagedVm *v, const char *uri, const MigrationParams *p,
+                    bool downtime_given, bool bandwidth_given, uint32_t uid, ManagedJob **ret,
+                    char **ret_error);
+/* Creates VM 'name' in state incoming and listens on 'uri' for its migration. */
+int manager_receive_migration(Manager *m, const char *name, const char *uri, const IncomingParams *p,
+                              uint32_t uid, ManagedVm **ret_vm, ManagedJob **ret_job,
+                              char **ret_error);
+ManagedJob *manager_find_job(Manager *m, uint32_t id);
+int managed_job_cancel(ManagedJob *j, char **ret_error);
+void managed_job_get_stats(ManagedJob *j, MigrationStats *ret);
+const char *managed_job_vm_name(const ManagedJob *j);
 
 /* The lifecycle requests every front end makes (one control surface). */
 typedef enum VmAction {

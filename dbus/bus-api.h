@@ -34,4 +34,3 @@
 #define VMMD_ERROR_NO_SUCH_JOB VMMD_ERROR_PREFIX "NoSuchJob"
 #define VMMD_ERROR_FAILED VMMD_ERROR_PREFIX "Failed"
 
-#define VMMD_MIGRATION_NOT_IMPLEMENTED "live migration is not implemented yet"

@@ -113,25 +113,143 @@ static int method_list_vms(sd_bus_message *m, void *userdata, sd_bus_error *erro
 
 static int method_list_jobs(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        BusService *s = userdata;
         int r;
 
-        /* (id, operation, state, path) of every job object. Jobs are created by migration,
-         * which is not implemented yet: the list is empty. */
+        /* (id, operation, state, path) of every job object. */
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
                 return r;
         r = sd_bus_message_open_container(reply, 'a', "(usso)");
         if (r < 0)
                 return r;
+        for (size_t i = 0; i < s->manager->n_jobs; i++) {
+                ManagedJob *j = s->manager->jobs[i];
+                _cleanup_free_ char *path = NULL;
+                MigrationStats st;
+
+                managed_job_get_stats(j, &st);
+                r = bus_job_path(j->id, &path);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append(reply, "(usso)", j->id,
+                                          job_operation_to_string(migration_job_get_operation(j->job)),
+                                          job_state_to_string(st.state), path);
+                if (r < 0)
+                        return r;
+        }
         r = sd_bus_message_close_container(reply);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* ReceiveMigration's a{sv}: config s, timeout_s t. */
+static int read_receive_options(sd_bus_message *m, IncomingParams *p, sd_bus_error *error) {
+        int r;
+
+        *p = (IncomingParams){};
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key, *type;
+
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, NULL, &type);
+                if (r < 0)
+                        return r;
+                if (strcmp(key, "config") == 0) {
+                        const char *c;
+                        if (strcmp(type, "s") != 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option 'config' must be of type 's', got '%s'", type);
+                        r = sd_bus_message_read(m, "v", "s", &c);
+                        if (r < 0)
+                                return r;
+                        if (strlen(c) > VM_CONFIG_MAX_JSON)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option 'config' is larger than %d bytes", VM_CONFIG_MAX_JSON);
+                        p->config_overlay = (char *)c; /* valid while the message is */
+                } else if (strcmp(key, "timeout_s") == 0) {
+                        if (strcmp(type, "t") != 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option 'timeout_s' must be of type 't', got '%s'", type);
+                        r = sd_bus_message_read(m, "v", "t", &p->timeout_s);
+                        if (r < 0)
+                                return r;
+                } else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Unknown option '%s' (known: config, timeout_s)", key);
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        if (p->config_overlay) {
+                /* The overlay must at least be a JSON object; the merged result is checked
+                 * like any config when the source's part arrives. */
+                _cleanup_free_ char *merged = NULL, *err = NULL;
+                if (vm_config_merge_json("{}", p->config_overlay, &merged, &err) < 0)
+                        return sd_bus_error_setf(error, VMMD_ERROR_INVALID_CONFIG, "Invalid config option: %s",
+                                                 err ?: "not a JSON object");
+        }
+        return 0;
+}
+
+static int receive_migration_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL, *vm_path = NULL, *job_path = NULL;
+        const char *name, *uri;
+        IncomingParams p;
+        ManagedVm *v;
+        ManagedJob *j;
+        uid_t uid = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "ss", &name, &uri);
+        if (r < 0)
+                return r;
+        r = read_receive_options(m, &p, error);
+        if (r < 0)
+                return r;
+        (void)bus_caller_uid(m, &uid);
+        r = manager_receive_migration(s->manager, name, uri, &p, (uint32_t)uid, &v, &j, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        r = bus_vm_path(name, &vm_path);
+        if (r >= 0)
+                r = bus_job_path(j->id, &job_path);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(m, "oo", vm_path, job_path);
+}
+
 static int method_receive_migration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return sd_bus_error_set(error, VMMD_ERROR_NOT_SUPPORTED,
-                                "Cannot receive a VM: " VMMD_MIGRATION_NOT_IMPLEMENTED);
+        _cleanup_free_ char *message = NULL;
+        BusService *s = userdata;
+        const char *name, *uri;
+        IncomingParams p;
+        int r;
+
+        r = sd_bus_message_read(m, "ss", &name, &uri);
+        if (r < 0)
+                return r;
+        if (!vm_name_is_valid(name))
+                return reply_invalid_name(error);
+        r = read_receive_options(m, &p, error);
+        if (r < 0)
+                return r;
+        r = manager_can_create_vm(s->manager, name, 0, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return bus_authorize(s, m, VMMD_ACTION_MIGRATE, name, "receive-migration", receive_migration_authorized,
+                             error);
 }
 
 const sd_bus_vtable bus_manager_vtable[] = {

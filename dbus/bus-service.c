@@ -32,6 +32,14 @@ int bus_service_new(sd_bus *bus, Manager *manager, BusService **ret) {
                                        bus_vm_enumerate, s);
         if (r < 0)
                 return r;
+        r = sd_bus_add_fallback_vtable(bus, &s->job_slot, VMMD_JOB_PATH_PREFIX, VMMD_JOB_INTERFACE,
+                                       bus_job_vtable, bus_job_find, s);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_node_enumerator(bus, &s->job_enumerator_slot, VMMD_JOB_PATH_PREFIX,
+                                       bus_job_enumerate, s);
+        if (r < 0)
+                return r;
         r = sd_bus_add_object_manager(bus, &s->object_manager_slot, VMMD_MANAGER_PATH);
         if (r < 0)
                 return r;
@@ -39,6 +47,11 @@ int bus_service_new(sd_bus *bus, Manager *manager, BusService **ret) {
         r = manager_add_observer(manager, &bus_vm_observer, s);
         if (r < 0)
                 return r;
+        r = manager_add_observer(manager, &bus_job_observer, s);
+        if (r < 0) {
+                manager_remove_observer(manager, &bus_vm_observer, s);
+                return r;
+        }
         s->observing = true;
 
         *ret = TAKE_PTR(s);
@@ -48,9 +61,14 @@ int bus_service_new(sd_bus *bus, Manager *manager, BusService **ret) {
 BusService *bus_service_free(BusService *s) {
         if (!s)
                 return NULL;
-        if (s->observing)
+        if (s->observing) {
                 manager_remove_observer(s->manager, &bus_vm_observer, s);
+                manager_remove_observer(s->manager, &bus_job_observer, s);
+        }
         bus_auth_queries_free(s);
+        bus_jobs_free(s);
+        sd_bus_slot_unref(s->job_enumerator_slot);
+        sd_bus_slot_unref(s->job_slot);
         sd_bus_slot_unref(s->object_manager_slot);
         sd_bus_slot_unref(s->vm_enumerator_slot);
         sd_bus_slot_unref(s->vm_slot);

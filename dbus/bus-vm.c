@@ -91,14 +91,16 @@ static int property_get_vcpus(sd_bus *bus, const char *path, const char *interfa
                               const char *property, sd_bus_message *reply, void *userdata,
                               sd_bus_error *error) {
         ManagedVm *v = userdata;
-        return sd_bus_message_append(reply, "u", (uint32_t)vm_get_config(v->vm)->vcpus);
+        const VmConfig *c = vm_get_config(v->vm);
+        return sd_bus_message_append(reply, "u", (uint32_t)(c ? c->vcpus : 0));
 }
 
 static int property_get_memory_bytes(sd_bus *bus, const char *path, const char *interface,
                                      const char *property, sd_bus_message *reply, void *userdata,
                                      sd_bus_error *error) {
         ManagedVm *v = userdata;
-        return sd_bus_message_append(reply, "t", vm_get_config(v->vm)->memory_mib * MiB);
+        const VmConfig *c = vm_get_config(v->vm);
+        return sd_bus_message_append(reply, "t", c ? c->memory_mib * MiB : 0);
 }
 
 static int property_get_config(sd_bus *bus, const char *path, const char *interface,
@@ -217,13 +219,150 @@ static int method_open_console(sd_bus_message *m, void *userdata, sd_bus_error *
 
 /* --- migration and jobs (libvirt-shaped) --- */
 
+/* Reads Migrate's a{sv} options: every key known and of its type, every value in range. */
+static int read_migrate_options(sd_bus_message *m, MigrationParams *p, bool *downtime_given,
+                                bool *bandwidth_given, sd_bus_error *error) {
+        int r;
+
+        migration_params_init(p);
+        *downtime_given = *bandwidth_given = false;
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key, *type;
+                char t;
+
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, NULL, &type);
+                if (r < 0)
+                        return r;
+                t = strcmp(key, "connections") == 0      ? 'u'
+                    : strcmp(key, "auto_converge") == 0  ? 'b'
+                    : strcmp(key, "zerocopy") == 0       ? 's'
+                    : strcmp(key, "max_downtime_ms") == 0 || strcmp(key, "max_bandwidth_mibps") == 0 ||
+                                      strcmp(key, "timeout_s") == 0
+                            ? 't'
+                            : 0;
+                if (!t)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Unknown option '%s' (known: max_downtime_ms, max_bandwidth_mibps, "
+                                                 "connections, auto_converge, timeout_s, zerocopy)",
+                                                 key);
+                if (strlen(type) != 1 || type[0] != t)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Option '%s' must be of type '%c', got '%s'", key, t, type);
+                r = sd_bus_message_enter_container(m, 'v', type);
+                if (r < 0)
+                        return r;
+                if (t == 't') {
+                        uint64_t v;
+                        r = sd_bus_message_read(m, "t", &v);
+                        if (r < 0)
+                                return r;
+                        if (strcmp(key, "max_downtime_ms") == 0) {
+                                if (v == 0 || v > MANAGED_VM_MAX_DOWNTIME_MS_MAX)
+                                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                                 "max_downtime_ms must be between 1 and %" PRIu64,
+                                                                 MANAGED_VM_MAX_DOWNTIME_MS_MAX);
+                                p->max_downtime_ms = v;
+                                *downtime_given = true;
+                        } else if (strcmp(key, "max_bandwidth_mibps") == 0) {
+                                if (v > MANAGED_VM_MAX_SPEED_MIBPS_MAX)
+                                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                                 "max_bandwidth_mibps is too large");
+                                p->max_bandwidth_mibps = v;
+                                *bandwidth_given = true;
+                        } else
+                                p->timeout_s = v;
+                } else if (t == 'u') {
+                        uint32_t v;
+                        r = sd_bus_message_read(m, "u", &v);
+                        if (r < 0)
+                                return r;
+                        if (v < 1 || v > MIGRATION_MAX_CONNECTIONS)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "connections must be between 1 and %d, got %" PRIu32,
+                                                         MIGRATION_MAX_CONNECTIONS, v);
+                        p->connections = v;
+                } else if (t == 'b') {
+                        int v;
+                        r = sd_bus_message_read(m, "b", &v);
+                        if (r < 0)
+                                return r;
+                        p->auto_converge = v;
+                } else {
+                        const char *v;
+                        r = sd_bus_message_read(m, "s", &v);
+                        if (r < 0)
+                                return r;
+                        if (zerocopy_mode_from_string(v, &p->zerocopy) < 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "zerocopy must be \"auto\", \"on\" or \"off\", got \"%s\"", v);
+                }
+                r = sd_bus_message_exit_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
+
+static int migrate_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL, *path = NULL;
+        MigrationParams p;
+        bool downtime_given, bandwidth_given;
+        const char *uri;
+        ManagedVm *v;
+        ManagedJob *j;
+        uid_t uid = 0;
+        int r;
+
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "s", &uri);
+        if (r < 0)
+                return r;
+        r = read_migrate_options(m, &p, &downtime_given, &bandwidth_given, error);
+        if (r < 0)
+                return r;
+        (void)bus_caller_uid(m, &uid);
+        r = manager_migrate(s->manager, v, uri, &p, downtime_given, bandwidth_given, (uint32_t)uid, &j, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        r = bus_job_path(j->id, &path);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(m, "o", path);
+}
+
 static int method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return sd_bus_error_setf(error, VMMD_ERROR_NOT_SUPPORTED, "Cannot migrate VM '%s': %s",
-                                 managed_vm_get_name(userdata), VMMD_MIGRATION_NOT_IMPLEMENTED);
+        MigrationParams p;
+        bool a, b;
+        const char *uri;
+        int r;
+
+        /* Arguments are checked before asking polkit, and read again afterwards. */
+        r = sd_bus_message_read(m, "s", &uri);
+        if (r < 0)
+                return r;
+        r = read_migrate_options(m, &p, &a, &b, error);
+        if (r < 0)
+                return r;
+        return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MIGRATE, managed_vm_get_name(userdata),
+                             "migrate", migrate_authorized, error);
 }
 
 static int method_get_job_stats(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        ManagedVm *v = userdata;
+        ManagedJob *j = v->job;
         uint32_t flags;
         int r;
 
@@ -239,19 +378,27 @@ static int method_get_job_stats(sd_bus_message *m, void *userdata, sd_bus_error 
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Flag 2 (keep completed) needs flag 1 (completed)");
 
-        /* No job has run on this VM (jobs arrive with migration): type "none", no stats. */
+        /* Without flags: the active job. With "completed": the last finished one, which
+         * without "keep" is then no longer reported (the Job object itself stays). */
+        if (j && (flags & JOB_STATS_COMPLETED) ? (!j->finished || v->completed_stats_taken) : (!j || j->finished))
+                j = NULL;
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(reply, "i", (int32_t)JOB_TYPE_NONE);
+        r = sd_bus_message_append(reply, "i", (int32_t)(j ? bus_job_libvirt_type(j) : JOB_TYPE_NONE));
         if (r < 0)
                 return r;
-        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (j)
+                r = bus_append_libvirt_stats(reply, j);
+        else {
+                r = sd_bus_message_open_container(reply, 'a', "{sv}");
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+        }
         if (r < 0)
                 return r;
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
+        if (j && (flags & JOB_STATS_COMPLETED) && !(flags & JOB_STATS_KEEP_COMPLETED))
+                v->completed_stats_taken = true;
         return sd_bus_send(NULL, reply, NULL);
 }
 
@@ -394,10 +541,11 @@ const sd_bus_vtable bus_vm_vtable[] = {
         SD_BUS_PROPERTY("Name", "s", property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("State", "s", property_get_state, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("VCPUs", "u", property_get_vcpus, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        /* Constant but for an incoming VM, whose config arrives with the migration. */
+        SD_BUS_PROPERTY("VCPUs", "u", property_get_vcpus, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("MemoryBytes", "t", property_get_memory_bytes, 0,
-                        SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Config", "s", property_get_config, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Config", "s", property_get_config, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Job", "o", property_get_job, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ConsolePath", "s", property_get_console_path, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -490,7 +638,8 @@ static void on_vm_state_changed(Manager *m, ManagedVm *v, VmState old_state, VmS
                                                    "ConsolePath", NULL);
         else if (r >= 0)
                 r = sd_bus_emit_properties_changed(s->bus, path, VMMD_VM_INTERFACE, "Job",
-                                                   "ConsolePath", NULL);
+                                                   "ConsolePath", "Config", "VCPUs", "MemoryBytes",
+                                                   NULL);
         if (r < 0)
                 log_warning_errno(r, "Failed to signal the state of VM %s: %m",
                                   managed_vm_get_name(v));

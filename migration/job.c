@@ -290,6 +290,10 @@ JobOperation migration_job_get_operation(MigrationJob *j) {
         return j->operation;
 }
 
+void migration_job_set_userdata(MigrationJob *j, void *userdata) {
+        j->userdata = userdata;
+}
+
 Vm *migration_job_get_vm(MigrationJob *j) {
         return j->vm;
 }

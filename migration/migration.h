@@ -159,6 +159,8 @@ void migration_job_get_stats(MigrationJob *j, MigrationStats *ret);
 /* Copies up to 'max' iteration records; returns how many there are in all. */
 size_t migration_job_get_iterations(MigrationJob *j, MigrationIteration *ret, size_t max);
 JobOperation migration_job_get_operation(MigrationJob *j);
+/* Changes the userdata the callbacks get (before the first dispatch). */
+void migration_job_set_userdata(MigrationJob *j, void *userdata);
 Vm *migration_job_get_vm(MigrationJob *j);
 /* Waits for the job thread to end (after the final state). */
 MigrationJob *migration_job_free(MigrationJob *j);

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import dbus
 
-from vmmd_test import (BUS_NAME, ERR, MANAGER_IFACE, MANAGER_PATH, OM_IFACE, VM_IFACE,
+from vmmd_test import (BUS_NAME, ERR, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, OM_IFACE, PROPS_IFACE, VM_IFACE,
                        VmmdTestCase, env_path, have_kvm, main, vm_path, wait_until)
 
 MAX_VMS = 4
@@ -109,10 +109,82 @@ class ApiTest(VmmdTestCase):
         self.assertEqual(jobs.signature, '(usso)')
         self.assertEqual(len(jobs), 0)
 
-    def test_receive_migration_not_supported(self):
-        msg = self.assertDBusError(ERR + 'NotSupported', self.manager().ReceiveMigration, 'in',
-                                   'tcp:127.0.0.1:4444', dbus.Dictionary({}, signature='sv'))
-        self.assertIn('not implemented yet', msg)
+    def test_receive_migration_bad_input(self):
+        opts = lambda d: dbus.Dictionary(d, signature='sv')
+        m = self.manager()
+        self.assertDBusError(ERR + 'InvalidName', m.ReceiveMigration, 'bad/name', 'unix:/tmp/x.sock', opts({}))
+        msg = self.assertDBusError('org.freedesktop.DBus.Error.InvalidArgs', m.ReceiveMigration, 'in1',
+                                   'ftp:somewhere', opts({}))
+        self.assertIn('tcp:HOST:PORT or unix:PATH', msg)
+        msg = self.assertDBusError('org.freedesktop.DBus.Error.InvalidArgs', m.ReceiveMigration, 'in1',
+                                   'unix:/tmp/x.sock', opts({'colour': 'blue'}))
+        self.assertIn("Unknown option 'colour'", msg)
+        msg = self.assertDBusError('org.freedesktop.DBus.Error.InvalidArgs', m.ReceiveMigration, 'in1',
+                                   'unix:/tmp/x.sock', opts({'timeout_s': dbus.String('5')}))
+        self.assertIn("'timeout_s' must be of type 't'", msg)
+        msg = self.assertDBusError(ERR + 'InvalidConfig', m.ReceiveMigration, 'in1',
+                                   'unix:/tmp/x.sock', opts({'config': '[1, 2]'}))
+        self.assertIn('expected a JSON object', msg)
+        self.assertEqual(len(m.ListVMs()), 0)
+        self.assertEqual(len(m.ListJobs()), 0)
+        self.assertServing()
+
+    def test_receive_migration_job_cancelled(self):
+        """An incoming migration that is aborted before any source came: the job ends
+        cancelled, its object stays readable, the VM is stopped; deleting the VM removes
+        the job (JobRemoved)."""
+        sock = os.path.join(self.tmpdir, 'in.sock')
+        signals = []
+        self.bus.conn.add_signal_receiver(lambda *a, **kw: signals.append((kw['member'], a)),
+                                     dbus_interface=MANAGER_IFACE, member_keyword='member')
+        vm_path, job_path = self.manager().ReceiveMigration(
+            'incoming', 'unix:' + sock, dbus.Dictionary({'timeout_s': dbus.UInt64(600)}, signature='sv'))
+        self.assertTrue(os.path.exists(sock))
+        self.assertEqual(self.prop(vm_path, 'State'), 'incoming')
+        self.assertEqual(self.prop(vm_path, 'Config'), '')
+        self.assertEqual(self.prop(vm_path, 'VCPUs'), 0)
+        self.assertEqual(self.prop(vm_path, 'Job'), job_path)
+        job = self.bus.conn.get_object(BUS_NAME, job_path, introspect=False)
+        props = job.GetAll(JOB_IFACE, dbus_interface=PROPS_IFACE)
+        self.assertEqual(props['Operation'], 'migration-in')
+        self.assertEqual(props['State'], 'setup')
+        self.assertEqual(props['VM'], vm_path)
+        self.assertTrue(props['Cancelable'])
+        self.assertEqual(props['StartedByUID'], os.getuid())
+        jobs = self.manager().ListJobs()
+        self.assertEqual([(int(j[0]), str(j[1]), str(j[3])) for j in jobs],
+                         [(int(props['Id']), 'migration-in', job_path)])
+        wait_until(lambda: any(n == 'JobNew' for n, _ in signals), 10, 'JobNew')
+
+        # A second migration into the same name is refused.
+        self.assertDBusError(ERR + 'VMExists', self.manager().ReceiveMigration, 'incoming',
+                             'unix:' + sock + '2', dbus.Dictionary({}, signature='sv'))
+        # Delete is refused while the job runs.
+        self.assertDBusError(ERR + 'InvalidState', self.vm(vm_path).Delete)
+
+        self.vm(vm_path).AbortJob()
+        ok, name, message = job.Wait(dbus_interface=JOB_IFACE, timeout=60)
+        self.assertFalse(ok)
+        self.assertEqual(name, ERR + 'Cancelled')
+        self.assertIn('cancelled', message)
+        self.assertEqual(self.prop(job_path, 'State', JOB_IFACE), 'cancelled')
+        self.assertFalse(self.prop(job_path, 'Cancelable', JOB_IFACE))
+        wait_until(lambda: self.prop(vm_path, 'State') == 'stopped', 10, 'VM stopped')
+        t, stats = self.vm(vm_path).GetJobStats(dbus.UInt32(1))
+        self.assertEqual(t, 5)  # VIR_DOMAIN_JOB_CANCELLED
+        self.assertFalse(stats['success'])
+        self.assertIn('cancelled', stats['errmsg'])
+        self.assertEqual(stats['operation'], 2)
+        # Without "keep completed" the completed stats are handed out once.
+        t, stats = self.vm(vm_path).GetJobStats(dbus.UInt32(1))
+        self.assertEqual(t, 0)
+        # Cancelling a finished job is an error; the job object stays.
+        self.assertDBusError(ERR + 'InvalidState', job.Cancel, dbus_interface=JOB_IFACE)
+        self.vm(vm_path).Delete()
+        wait_until(lambda: any(n == 'JobRemoved' for n, _ in signals), 10, 'JobRemoved')
+        removed = [a for n, a in signals if n == 'JobRemoved'][0]
+        self.assertEqual((str(removed[1]), str(removed[2])), (job_path, 'cancelled'))
+        self.assertEqual(len(self.manager().ListJobs()), 0)
         self.assertServing()
 
     # --- VM methods ---
@@ -135,11 +207,23 @@ class ApiTest(VmmdTestCase):
         self.assertEqual(self.prop(path, 'State'), 'created')
         self.assertServing()
 
-    def test_migrate_not_supported(self):
+    def test_migrate_bad_input(self):
         path = self.create('mig')
-        msg = self.assertDBusError(ERR + 'NotSupported', self.vm(path).Migrate,
-                                   'tcp:127.0.0.1:4444', dbus.Dictionary({}, signature='sv'))
-        self.assertIn('not implemented yet', msg)
+        vm = self.vm(path)
+        opts = lambda d: dbus.Dictionary(d, signature='sv')
+        msg = self.assertDBusError(ERR + 'InvalidState', vm.Migrate, 'tcp:127.0.0.1:4444', opts({}))
+        self.assertIn('created', msg)
+        for bad, text in (({'speed': dbus.UInt64(1)}, "Unknown option 'speed'"),
+                          ({'connections': dbus.UInt64(2)}, "'connections' must be of type 'u'"),
+                          ({'connections': dbus.UInt32(0)}, 'connections must be between 1 and 16'),
+                          ({'max_downtime_ms': dbus.UInt64(0)}, 'max_downtime_ms must be between'),
+                          ({'zerocopy': 'maybe'}, 'zerocopy must be')):
+            msg = self.assertDBusError('org.freedesktop.DBus.Error.InvalidArgs', vm.Migrate,
+                                       'tcp:127.0.0.1:4444', opts(bad))
+            self.assertIn(text, msg)
+        self.assertEqual(self.prop(path, 'State'), 'created')
+        self.assertEqual(self.prop(path, 'Job'), '/')
+        self.assertServing()
 
     def test_job_stats_and_abort(self):
         path = self.create('jobs')
@@ -328,12 +412,18 @@ class ApiTest(VmmdTestCase):
             return out
 
         path = self.create('intro')
+        in_path, job_path = self.manager().ReceiveMigration(
+            'intro-in', 'unix:' + os.path.join(self.tmpdir, 'intro.sock'),
+            dbus.Dictionary({}, signature='sv'))
         for obj, iface, xml in ((MANAGER_PATH, MANAGER_IFACE, 'org.vmmd.VMM1.Manager.xml'),
-                                (path, VM_IFACE, 'org.vmmd.VMM1.VM.xml')):
+                                (path, VM_IFACE, 'org.vmmd.VMM1.VM.xml'),
+                                (job_path, JOB_IFACE, 'org.vmmd.VMM1.Job.xml')):
             live = ET.fromstring(str(self.bus.conn.get_object(BUS_NAME, obj).Introspect(
                 dbus_interface='org.freedesktop.DBus.Introspectable')))
             installed = ET.parse(os.path.join(units, xml)).getroot()
             self.assertEqual(members(live, iface), members(installed, iface), xml)
+        self.vm(in_path).AbortJob()
+        wait_until(lambda: self.prop(in_path, 'State') == 'stopped', 30, 'incoming VM stopped')
 
         gdbus = shutil.which('gdbus')
         if not gdbus:

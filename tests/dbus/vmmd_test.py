@@ -37,6 +37,7 @@ BUS_NAME = 'org.vmmd.VMM1'
 MANAGER_PATH = '/org/vmmd/VMM1'
 MANAGER_IFACE = 'org.vmmd.VMM1.Manager'
 VM_IFACE = 'org.vmmd.VMM1.VM'
+JOB_IFACE = 'org.vmmd.VMM1.Job'
 VM_PREFIX = '/org/vmmd/VMM1/vm/'
 ERR = 'org.vmmd.VMM1.Error.'
 PROPS_IFACE = 'org.freedesktop.DBus.Properties'
@@ -447,8 +448,8 @@ class VmmdTestCase(unittest.TestCase):
     def props(self, path):
         return self.vm(path, PROPS_IFACE).GetAll(VM_IFACE)
 
-    def prop(self, path, name):
-        return self.vm(path, PROPS_IFACE).Get(VM_IFACE, name)
+    def prop(self, path, name, iface=VM_IFACE):
+        return self.vm(path, PROPS_IFACE).Get(iface, name)
 
     def create(self, name='vm', **over):
         return str(self.manager().CreateVM(name, self.config(name, **over)))
