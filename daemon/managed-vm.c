@@ -250,6 +250,11 @@ int managed_vm_act(ManagedVm *v, VmAction a, char **ret_error) {
                                  "Cannot %s VM '%s': job %" PRIu32 " is running on it; abort "
                                  "the job first",
                                  action_table[a].verb, name, v->job_id);
+        if (a == VM_ACTION_START && !vm_get_config(v->vm))
+                return set_error(ret_error, -EBADFD,
+                                 "Cannot start VM '%s': it has no configuration (its incoming "
+                                 "migration ended before the source sent one); delete it",
+                                 name);
         if (!vm_action_allowed_in(a, s))
                 return set_error(ret_error, -EBADFD,
                                  "Cannot %s VM '%s': it is %s, and %s needs a VM that is %s",

@@ -624,6 +624,8 @@ int vm_start(Vm *vm) {
 
         if (busy(vm))
                 return -EBUSY;
+        if (!vm->config)
+                return -ENOEXEC; /* an incoming VM whose migration never sent its config */
 
         switch (vm_get_state(vm)) {
         case VM_STATE_CREATED:

@@ -170,6 +170,8 @@ class ApiTest(VmmdTestCase):
         self.assertEqual(self.prop(job_path, 'State', JOB_IFACE), 'cancelled')
         self.assertFalse(self.prop(job_path, 'Cancelable', JOB_IFACE))
         wait_until(lambda: self.prop(vm_path, 'State') == 'stopped', 10, 'VM stopped')
+        msg = self.assertDBusError(ERR + 'InvalidState', self.vm(vm_path).Start)
+        self.assertIn('no configuration', msg)
         t, stats = self.vm(vm_path).GetJobStats(dbus.UInt32(1))
         self.assertEqual(t, 5)  # VIR_DOMAIN_JOB_CANCELLED
         self.assertFalse(stats['success'])
