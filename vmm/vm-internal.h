@@ -37,6 +37,7 @@ typedef struct Vcpu {
         bool thread_started;
         bool parked;  /* guarded by vm->run_lock */
         bool halted;  /* stopped by a fatal exit until the owner acts */
+        bool io_pending; /* the last exit was I/O or MMIO, not yet completed by KVM_RUN */
         _Atomic uint64_t exits[6]; /* indexes as in VcpuStats */
 } Vcpu;
 

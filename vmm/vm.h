@@ -138,6 +138,7 @@ int vm_dirty_log_start(Vm *vm);
 int64_t vm_dirty_log_fetch(Vm *vm, unsigned long *bitmap, uint64_t *ret_new);
 int vm_dirty_log_stop(Vm *vm);
 
-/* Auto-converge: each vCPU sleeps 'percent' of every 10 ms period (0 turns it off). */
+/* Auto-converge: each vCPU is kicked every 10 ms and then sleeps so that it runs only
+ * (100 - percent)% of the time (0 turns it off, at most 99). */
 int vm_set_throttle(Vm *vm, unsigned percent);
 unsigned vm_get_throttle(const Vm *vm);

@@ -161,8 +161,10 @@ static void test_power_button(void **state) {
  * continues, the TSC does not jump, and no page is corrupt. */
 static void test_save_restore(void **state) {
         _cleanup_free_ char *con1 = console_path("src"), *con2 = console_path("dst");
-        VmConfig *c1 = make_config(con1, 256, 2, "work=verify mib=64 hb=100");
-        VmConfig *c2 = make_config(con2, 256, 2, "work=verify mib=64 hb=100");
+        /* VMMD_TEST_SAVE_RESTORE_MIB measures a bigger guest (e.g. 1024); 256 by default. */
+        unsigned mib = getenv("VMMD_TEST_SAVE_RESTORE_MIB") ? (unsigned)atoi(getenv("VMMD_TEST_SAVE_RESTORE_MIB")) : 256;
+        VmConfig *c1 = make_config(con1, mib, 2, "work=verify mib=64 hb=100");
+        VmConfig *c2 = make_config(con2, mib, 2, "work=verify mib=64 hb=100");
         Vm *src = NULL, *dst = NULL;
         Heartbeat before = {}, after = {};
         uint8_t *blob = NULL, *src_ram, *dst_ram;
@@ -240,6 +242,42 @@ static void test_save_restore(void **state) {
         vm_config_free(c2);
 }
 
+/* Pages the dirtying guest writes per second of its own clock, over about 'ms'. */
+static double pages_per_guest_second(const char *con, unsigned ms) {
+        Heartbeat a, b;
+        assert_true(last_heartbeat(con, &a));
+        assert_true(wait_for_heartbeat(con, a.seq + ms / 100, 60000, &b));
+        return (double)(b.pages - a.pages) * 1000.0 / (double)(b.ms - a.ms);
+}
+
+/* Auto-converge's mechanism: a throttled vCPU runs (and so dirties) much less per unit of
+ * time; the guest's PIT clock goes on either way. */
+static void test_throttle(void **state) {
+        _cleanup_free_ char *con = console_path("throttle");
+        VmConfig *c = make_config(con, 64, 1, "work=dirty mib=4 rate=0 hb=100");
+        Vm *vm = NULL;
+        Heartbeat hb;
+
+        assert_int_equal(vm_new("throttle", c, &vm), 0);
+        assert_int_equal(vm_set_throttle(vm, 50), -ESTALE);
+        assert_int_equal(vm_start(vm), 0);
+        assert_true(wait_for_heartbeat(con, 3, 60000, &hb));
+        double free_rate = pages_per_guest_second(con, 1500);
+        assert_int_equal(vm_set_throttle(vm, 100), -EINVAL);
+        assert_int_equal(vm_set_throttle(vm, 90), 0);
+        assert_int_equal(vm_get_throttle(vm), 90);
+        double throttled = pages_per_guest_second(con, 1500);
+        assert_int_equal(vm_set_throttle(vm, 0), 0);
+        double again = pages_per_guest_second(con, 1500);
+        printf("# dirtying guest: %.0f pages/s free, %.0f at 90%% throttle, %.0f after\n", free_rate, throttled,
+               again);
+        assert_true(throttled < free_rate * 0.5);
+        assert_true(again > throttled);
+        assert_int_equal(vm_stop(vm), 0);
+        vm_free(vm);
+        vm_config_free(c);
+}
+
 static int setup(void **state) {
         require_kvm();
         guest = test_guest_path();
@@ -259,7 +297,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_boot_heartbeat), cmocka_unit_test(test_pause_resume),
                 cmocka_unit_test(test_poweroff),       cmocka_unit_test(test_power_button),
-                cmocka_unit_test(test_save_restore),
+                cmocka_unit_test(test_save_restore), cmocka_unit_test(test_throttle),
         };
         require_kvm();
         return cmocka_run_group_tests(tests, setup, teardown);
