@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints the path of an uncompressed vmlinux (ELF with a PVH note) from Debian's current
 # linux-image-*-amd64 package, fetching it with apt-get download and unpacking it with
-# dpkg-deb -x into a cache the first time. Exit 77 when the package cannot be had.
+# dpkg-deb -x into a cache the first time; the package's bzImage is kept beside it as
+# "vmlinuz". Exit 77 when the package cannot be had.
 #
 #   fetch-vmlinux.sh [CACHEDIR]     (default $VMMD_LINUX_CACHE or /var/cache/vmmd-linux)
 set -euo pipefail
@@ -9,7 +10,7 @@ set -euo pipefail
 cache=${1:-${VMMD_LINUX_CACHE:-/var/cache/vmmd-linux}}
 mkdir -p "$cache"
 
-if [ -f "$cache/vmlinux" ] && [ -f "$cache/version" ]; then
+if [ -f "$cache/vmlinux" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/version" ]; then
         echo "$cache/vmlinux"
         exit 0
 fi
@@ -57,6 +58,7 @@ if out[:4] != b"\x7fELF":
     sys.exit("fetch-vmlinux: payload is not an ELF")
 open(sys.argv[2], "wb").write(out)
 PY
+cp "$vmlinuz" "$cache/vmlinuz"
 mv "$work/vmlinux" "$cache/vmlinux"
 echo "$pkg" > "$cache/version"
 echo "$cache/vmlinux"
