@@ -58,7 +58,7 @@ static void start_source(Side *src, const char *name, unsigned mem_mib, const ch
         assert_int_equal(vm_new(name, c, &src->vm), 0);
         vm_config_free(c);
         assert_int_equal(vm_start(src->vm), 0);
-        Heartbeat hb;
+        Heartbeat hb = {};
         assert_true(wait_for_heartbeat(src->console, 3, 60000, &hb));
 }
 
@@ -181,7 +181,7 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
                 fail_msg("no heartbeat %" PRIu64 " on the destination", last_src.seq + 3);
         }
         size_t n_src, n_dst;
-        Heartbeat all_last;
+        Heartbeat all_last = {};
         assert_true(heartbeats_consecutive(src.console, dst.console, &n_src, &n_dst, &all_last));
         assert_true(n_dst >= 2);
         assert_int_equal(all_last.seq, hb.seq);
@@ -235,7 +235,7 @@ static void test_dirty_two_connections(void **state) {
 /* A failure before the commit leaves the source running and its stats readable. */
 static void expect_source_survives(Side *src, JobState want, const char *error_name) {
         MigrationStats st;
-        Heartbeat hb, hb2;
+        Heartbeat hb = {}, hb2 = {};
         migration_job_get_stats(src->job, &st);
         print_stats("source", src->job);
         assert_int_equal(st.state, want);

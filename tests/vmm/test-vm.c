@@ -207,7 +207,7 @@ static void test_save_restore(void **state) {
         /* The very next heartbeat number appears on the new console... */
         assert_true(wait_for_heartbeat(con2, before.seq + 3, 60000, &after));
         size_t n_src, n_dst;
-        Heartbeat last;
+        Heartbeat last = {};
         assert_true(heartbeats_consecutive(con1, con2, &n_src, &n_dst, &last));
         assert_true(n_dst >= 2);
         char *text = read_file(con2);
@@ -244,7 +244,7 @@ static void test_save_restore(void **state) {
 
 /* Pages the dirtying guest writes per second of its own clock, over about 'ms'. */
 static double pages_per_guest_second(const char *con, unsigned ms) {
-        Heartbeat a, b;
+        Heartbeat a = {}, b = {};
         assert_true(last_heartbeat(con, &a));
         assert_true(wait_for_heartbeat(con, a.seq + ms / 100, 60000, &b));
         return (double)(b.pages - a.pages) * 1000.0 / (double)(b.ms - a.ms);
@@ -256,7 +256,7 @@ static void test_throttle(void **state) {
         _cleanup_free_ char *con = console_path("throttle");
         VmConfig *c = make_config(con, 64, 1, "work=dirty mib=4 rate=0 hb=100");
         Vm *vm = NULL;
-        Heartbeat hb;
+        Heartbeat hb = {};
 
         assert_int_equal(vm_new("throttle", c, &vm), 0);
         assert_int_equal(vm_set_throttle(vm, 50), -ESTALE);
