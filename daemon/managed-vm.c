@@ -163,59 +163,48 @@ static void managed_vm_on_state(Vm *vm, VmState old_state, VmState new_state, vo
         managed_vm_refresh_state(v);
 }
 
+/* Wraps a core VM (taking it over on success); config_json is "" until a config exists. */
+static int managed_vm_wrap(Manager *m, Vm **vm, ManagedVm **ret) {
+        const VmConfig *c = vm_get_config(*vm);
+        ManagedVm *v;
+
+        v = calloc(1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        v->manager = m;
+        v->max_downtime_ms = MANAGED_VM_MAX_DOWNTIME_MS_DEFAULT;
+        v->config_json = c ? vm_config_to_json(c) : strdup("");
+        if (!v->config_json) {
+                free(v);
+                return -ENOMEM;
+        }
+        v->vm = TAKE_PTR(*vm);
+        v->state = vm_get_state(v->vm);
+        vm_set_state_callback(v->vm, managed_vm_on_state, v);
+        (void)managed_vm_sync_event_source(v);
+        *ret = v;
+        return 0;
+}
+
 int managed_vm_new(Manager *m, const char *name, const VmConfig *config, ManagedVm **ret) {
         _cleanup_(vm_freep) Vm *vm = NULL;
-        ManagedVm *v;
         int r;
 
         r = vm_new(name, config, &vm);
         if (r < 0)
                 return r;
-
-        v = calloc(1, sizeof *v);
-        if (!v)
-                return -ENOMEM;
-        v->manager = m;
-        v->max_downtime_ms = MANAGED_VM_MAX_DOWNTIME_MS_DEFAULT;
-        v->config_json = vm_config_to_json(vm_get_config(vm));
-        if (!v->config_json) {
-                free(v);
-                return -ENOMEM;
-        }
-        v->vm = TAKE_PTR(vm);
-        v->state = vm_get_state(v->vm);
-        vm_set_state_callback(v->vm, managed_vm_on_state, v);
-        (void)managed_vm_sync_event_source(v);
-
-        *ret = v;
-        return 0;
+        return managed_vm_wrap(m, &vm, ret);
 }
 
 /* A VM that receives a migration: no config until the source sends it. */
 int managed_vm_new_incoming(Manager *m, const char *name, ManagedVm **ret) {
         _cleanup_(vm_freep) Vm *vm = NULL;
-        ManagedVm *v;
         int r;
 
         r = vm_new_incoming(name, &vm);
         if (r < 0)
                 return r;
-        v = calloc(1, sizeof *v);
-        if (!v)
-                return -ENOMEM;
-        v->manager = m;
-        v->max_downtime_ms = MANAGED_VM_MAX_DOWNTIME_MS_DEFAULT;
-        v->config_json = strdup("");
-        if (!v->config_json) {
-                free(v);
-                return -ENOMEM;
-        }
-        v->vm = TAKE_PTR(vm);
-        v->state = vm_get_state(v->vm);
-        vm_set_state_callback(v->vm, managed_vm_on_state, v);
-        (void)managed_vm_sync_event_source(v);
-        *ret = v;
-        return 0;
+        return managed_vm_wrap(m, &vm, ret);
 }
 
 ManagedVm *managed_vm_free(ManagedVm *v) {

@@ -1,10 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include <fcntl.h>
 #include <linux/kvm.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 
 #include "boot.h"
 #include "kernel-probe.h"
@@ -38,36 +35,6 @@ struct hvm_modlist_entry {
         uint64_t reserved;
 };
 
-typedef struct MappedFile {
-        uint8_t *data;
-        size_t size;
-} MappedFile;
-
-static int map_file(const char *path, MappedFile *ret) {
-        _cleanup_close_ int fd = -EBADF;
-        struct stat st;
-        void *p;
-
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return negative_errno();
-        if (fstat(fd, &st) < 0)
-                return negative_errno();
-        if (!S_ISREG(st.st_mode) || st.st_size <= 0)
-                return -EINVAL;
-        p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED)
-                return negative_errno();
-        *ret = (MappedFile){ p, (size_t)st.st_size };
-        return 0;
-}
-
-static void unmap_file(MappedFile *f) {
-        if (f->data)
-                munmap(f->data, f->size);
-        *f = (MappedFile){};
-}
-
 unsigned e820_build(const GuestMemory *m, E820Entry e[static E820_MAX_ENTRIES]) {
         unsigned n = 0;
         uint64_t low = m->regions[0].size;
@@ -88,19 +55,19 @@ static int load_initramfs(const GuestMemory *m, const char *path, uint64_t floor
         uint64_t top, addr;
         int r;
 
-        r = map_file(path, &f);
+        r = mapped_file_open(path, &f);
         if (r < 0)
                 return r;
         top = MIN(m->regions[0].size, limit);
         if (f.size > top || ALIGN_DOWN(top - f.size, 4096) < floor) {
-                unmap_file(&f);
+                mapped_file_close(&f);
                 return -E2BIG;
         }
         addr = ALIGN_DOWN(top - f.size, 4096);
         r = guest_memory_write(m, addr, f.data, f.size);
         *ret_addr = addr;
         *ret_size = f.size;
-        unmap_file(&f);
+        mapped_file_close(&f);
         return r;
 }
 
@@ -122,7 +89,7 @@ static int load_pvh(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
         unsigned n;
         int r;
 
-        r = map_file(c->kernel, &f);
+        r = mapped_file_open(c->kernel, &f);
         if (r < 0)
                 return r;
         r = pvh_elf_parse(f.data, f.size, &info);
@@ -180,7 +147,7 @@ static int load_pvh(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
 
         *ret = (BootSetup){ .mode = BOOT_MODE_PVH, .rip = info.entry, .rbx = BOOT_START_INFO_ADDR };
 out:
-        unmap_file(&f);
+        mapped_file_close(&f);
         return r;
 }
 
@@ -216,7 +183,7 @@ static int load_linux(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
         unsigned n;
         int r;
 
-        r = map_file(c->kernel, &f);
+        r = mapped_file_open(c->kernel, &f);
         if (r < 0)
                 return r;
         r = bzimage_parse(f.data, f.size, &bz);
@@ -278,7 +245,7 @@ static int load_linux(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
 
         *ret = (BootSetup){ .mode = BOOT_MODE_LINUX64, .rip = load_addr + 0x200, .rsi = BOOT_ZERO_PAGE_ADDR };
 out:
-        unmap_file(&f);
+        mapped_file_close(&f);
         return r;
 }
 

@@ -140,11 +140,10 @@ int bzimage_parse(const uint8_t *buf, size_t size, BzImageInfo *ret) {
         return 0;
 }
 
-int kernel_probe_file(const char *path, KernelFormat *ret) {
+int mapped_file_open(const char *path, MappedFile *ret) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
-        void *m;
-        int r;
+        void *p;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
@@ -153,20 +152,36 @@ int kernel_probe_file(const char *path, KernelFormat *ret) {
                 return negative_errno();
         if (!S_ISREG(st.st_mode) || st.st_size <= 0)
                 return -EINVAL;
-        m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED)
+        p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED)
                 return negative_errno();
+        *ret = (MappedFile){ p, (size_t)st.st_size };
+        return 0;
+}
 
+void mapped_file_close(MappedFile *f) {
+        if (f->data)
+                munmap(f->data, f->size);
+        *f = (MappedFile){};
+}
+
+int kernel_probe_file(const char *path, KernelFormat *ret) {
+        MappedFile f = {};
         PvhElfInfo pvh;
         BzImageInfo bz;
-        if (pvh_elf_parse(m, (size_t)st.st_size, &pvh) == 0) {
+        int r;
+
+        r = mapped_file_open(path, &f);
+        if (r < 0)
+                return r;
+        if (pvh_elf_parse(f.data, f.size, &pvh) == 0) {
                 *ret = KERNEL_FORMAT_PVH_ELF;
                 r = 0;
-        } else if (bzimage_parse(m, (size_t)st.st_size, &bz) == 0) {
+        } else if (bzimage_parse(f.data, f.size, &bz) == 0) {
                 *ret = KERNEL_FORMAT_BZIMAGE;
                 r = 0;
         } else
                 r = -EINVAL;
-        munmap(m, (size_t)st.st_size);
+        mapped_file_close(&f);
         return r;
 }

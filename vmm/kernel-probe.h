@@ -46,5 +46,15 @@ typedef struct BzImageInfo {
  * -EBADMSG: sizes do not fit the file. */
 int bzimage_parse(const uint8_t *buf, size_t size, BzImageInfo *ret);
 
+/* A kernel or initramfs file mapped read-only. */
+typedef struct MappedFile {
+        uint8_t *data;
+        size_t size;
+} MappedFile;
+
+/* -EINVAL for anything but a non-empty regular file. */
+int mapped_file_open(const char *path, MappedFile *ret);
+void mapped_file_close(MappedFile *f);
+
 /* Maps the file and tells which format it is; -EINVAL if neither. */
 int kernel_probe_file(const char *path, KernelFormat *ret);
