@@ -28,14 +28,16 @@ if ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then
         exit 77
 fi
 
-for scenario in "idle|work=idle hb=1000" "dirty 128 MiB|work=dirty mib=128 rate=0 hb=1000"; do
-        name=${scenario%%|*}
-        cmdline=${scenario#*|}
+# name | guest command line | seconds the guest runs before the migration starts (the
+# dirtying guest first touches its whole working set)
+for scenario in "idle|work=idle hb=1000|3" "dirty 128 MiB|work=dirty mib=128 rate=0 hb=1000|${DIRTY_WARMUP_S:-10}"; do
+        IFS='|' read -r name cmdline warmup <<< "$scenario"
         echo
         echo "=== 1 GiB guest, $name"
-        "$builddir/bench/bench-migration" --guest "$guest" --mem 1024 --cmdline "$cmdline" --runs "$runs"
+        "$builddir/bench/bench-migration" --guest "$guest" --mem 1024 --cmdline "$cmdline" --runs "$runs" \
+                --warmup-s "$warmup"
         if command -v qemu-system-x86_64 >/dev/null; then
-                /usr/bin/python3 bench/qemu-migrate.py "$guest" 1024 "$cmdline" "$runs" || true
+                /usr/bin/python3 bench/qemu-migrate.py "$guest" 1024 "$cmdline" "$runs" "$warmup" || true
         else
                 echo "(qemu-system-x86_64 not installed: no comparison)"
         fi
