@@ -74,7 +74,8 @@ void state_writer_add(StateWriter *w, uint32_t id, uint16_t version, uint16_t in
         put_le16(p + 6, instance);
         put_le32(p + 8, (uint32_t)size);
         put_le32(p + 12, 0);
-        memcpy(p + SECTION_HEADER_SIZE, data, size);
+        if (size > 0)
+                memcpy(p + SECTION_HEADER_SIZE, data, size);
         memset(p + SECTION_HEADER_SIZE + size, 0, padded - size);
         w->len += SECTION_HEADER_SIZE + padded;
         w->n_sections++;
