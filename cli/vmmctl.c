@@ -6,6 +6,7 @@
 
 #include "config-build.h"
 #include "dbus/bus-errors.h"
+#include "vmmctl-migrate.h"
 #include "vmmctl.h"
 
 static void help(void) {
@@ -22,19 +23,22 @@ static void help(void) {
                "  stop NAME                 Stop a VM at once\n"
                "  delete NAME               Delete a VM that does not run\n"
                "  console NAME              Attach to the serial console\n"
-               "  wait NAME                 Wait until the VM is no longer running\n\n"
+               "  wait NAME                 Wait until the VM is no longer running\n"
+               CTL_MIGRATE_HELP_COMMANDS "\n"
                "Options:\n"
                "  -h --help                 Show this help\n"
                "     --version              Show the version\n"
                "     --address=ADDRESS      Use this D-Bus daemon instead of the system bus\n"
-               "     --json                 Print JSON (list, status)\n"
+               "     --json                 Print JSON (list, status, jobs, job, migrate)\n"
                "     --no-ask-password      Do not ask polkit for interactive authentication\n"
                "     --start                create: start the VM once created\n"
                "     --timeout=SEC          shutdown: wait up to SEC seconds for the guest to\n"
-               "                            power off; wait: give up after SEC seconds\n"
+               "                            power off; wait: give up after SEC seconds;\n"
+               "                            migrate, receive: fail the migration after SEC s\n"
                "     --force                shutdown: stop the VM if it did not power off in\n"
                "                            time; delete: stop a running VM first\n"
-               "     --no-follow            console: print a file console and exit\n\n"
+               "     --no-follow            console: print a file console and exit\n"
+               CTL_MIGRATE_HELP_OPTIONS "\n"
                "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n");
 }
 
@@ -73,6 +77,7 @@ static int parse_argv(int argc, char *argv[], Ctl *c, const char **ret_address) 
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "force", no_argument, NULL, ARG_FORCE },
                 { "no-follow", no_argument, NULL, ARG_NO_FOLLOW },
+                CTL_MIGRATE_OPTIONS,
                 {},
         };
         int o;
@@ -109,6 +114,8 @@ static int parse_argv(int argc, char *argv[], Ctl *c, const char **ret_address) 
                         c->follow = false;
                         break;
                 default:
+                        if (ctl_migrate_parse_option(o, optarg) > 0)
+                                break;
                         return -EINVAL;
                 }
 
@@ -156,6 +163,11 @@ static const struct {
         { "delete", 1, "delete NAME", verb_delete },
         { "console", 1, "console NAME", verb_console },
         { "wait", 1, "wait NAME", verb_wait },
+        { "migrate", 2, "migrate NAME URI", verb_migrate },
+        { "receive", 2, "receive NAME URI", verb_receive },
+        { "jobs", 0, "jobs", verb_jobs },
+        { "job", 1, "job ID", verb_job },
+        { "job-cancel", 1, "job-cancel ID", verb_job_cancel },
 };
 
 /* Returns the exit status. */
