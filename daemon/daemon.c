@@ -318,6 +318,11 @@ int daemon_run(Daemon *d) {
         r = sd_bus_attach_event(d->bus, d->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+        /* Without its bus nobody can reach the daemon: end the loop (VMs are stopped on the
+         * way out, and systemd restarts the service). */
+        r = sd_bus_set_exit_on_disconnect(d->bus, true);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set exit on bus disconnect: %m");
         r = sd_bus_request_name_async(d->bus, &d->name_slot, VMMD_BUS_NAME, 0, on_name_acquired,
                                       d);
         if (r < 0)

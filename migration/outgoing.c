@@ -234,6 +234,8 @@ static int check_limits(Outgoing *o) {
                 return -ECANCELED;
         if (r < 0)
                 return r;
+        if (vm_has_guest_event(j->vm))
+                return -EOWNERDEAD; /* the guest crashed, powered off or reset */
         if (j->params.timeout_s && j->stats.phase == JOB_PHASE_PRECOPY &&
             realtime_usec() - j->stats.start_time_us > j->params.timeout_s * USEC_PER_SEC)
                 return -ETIMEDOUT;
@@ -453,6 +455,8 @@ static int switchover(Outgoing *o) {
                 return r;
         t2 = now_usec();
 
+        if (vm_has_guest_event(j->vm))
+                return -EOWNERDEAD;
         r = vm_save_state_timed(j->vm, &state, &state_size, &vcpu_us, &device_us);
         if (r < 0)
                 return r;
@@ -634,8 +638,14 @@ fail:
                         if (r == -ETIMEDOUT && !job_cancelled(j))
                                 job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
                                            "did not converge within timeout_s=%" PRIu64
-                                           " s (dirty rate %" PRIu64 " pages/s, bandwidth %" PRIu64 " bytes/s)",
-                                           j->params.timeout_s, s->dirty_rate, o.bandwidth);
+                                           " s (dirty rate %" PRIu64 " pages/s, transfer rate %" PRIu64
+                                           " bytes/s, %" PRIu64 " bytes still dirty)",
+                                           j->params.timeout_s, s->dirty_rate,
+                                           o.bandwidth ? o.bandwidth : s->rate, s->memory_remaining);
+                        else if (r == -EOWNERDEAD && !job_cancelled(j))
+                                job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
+                                           "the guest crashed, powered off or reset during the migration; "
+                                           "it is not sent");
                         else
                                 fail_errno(j, r, s->phase == JOB_PHASE_DOWNTIME ? "switchover" : "precopy");
                 }

@@ -82,6 +82,10 @@ void vm_job_end(Vm *vm) {
                 (void)!write(vm->event_fd, &one, sizeof one);
 }
 
+bool vm_has_guest_event(const Vm *vm) {
+        return (atomic_load(&vm->pending_events) & VM_EVENT_GUEST_MASK) != 0;
+}
+
 bool vm_job_is_active(const Vm *vm) {
         return atomic_load(&vm->job_active);
 }

@@ -125,6 +125,9 @@ int vm_incoming_setup(Vm *vm, const VmConfig *config);
 void vm_job_begin(Vm *vm);
 void vm_job_end(Vm *vm);
 bool vm_job_is_active(const Vm *vm);
+/* A vCPU stopped on a fatal exit (triple fault, emulation failure) or the guest powered
+ * off or reset while a job held its events back: the job must not send this guest. */
+bool vm_has_guest_event(const Vm *vm);
 /* Calls the state callback (old == new) to say that other properties changed. */
 void vm_notify_changed(Vm *vm);
 
