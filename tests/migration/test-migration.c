@@ -58,8 +58,14 @@ static void start_source(Side *src, const char *name, unsigned mem_mib, const ch
         assert_int_equal(vm_new(name, c, &src->vm), 0);
         vm_config_free(c);
         assert_int_equal(vm_start(src->vm), 0);
+        /* Migrate once the workload has been over its working set (first touches are
+         * slow, nested above all): a dirtying guest is then at full speed. */
         Heartbeat hb = {};
-        assert_true(wait_for_heartbeat(src->console, 3, 60000, &hb));
+        uint64_t deadline = now_ms() + 180000;
+        do
+                assert_true(wait_for_heartbeat(src->console, hb.seq + 1, 60000, &hb));
+        while (hb.passes < 1 && now_ms() < deadline);
+        assert_true(hb.passes >= 1);
 }
 
 static void start_destination(Side *dst, const char *name, const char *uri, uint64_t timeout_s) {
