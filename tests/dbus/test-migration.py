@@ -560,29 +560,32 @@ class MigrationTest(VmmdTestCase):
         """Dirtying faster than the link without auto-converge: failed at timeout_s, the
         source runs on, the destination drops its VM."""
         name = 'noconv'
-        path = self.start_guest(name, 'work=dirty mib=32 rate=0', passes=1)
+        # A 4 MiB working set rewritten at full speed, 8 MiB/s, 50 ms: as the core test.
+        # (With a 32 MiB set at 2 MiB/s the source guest has been seen to freeze in the
+        # nested KVM VM; that is an open bug, see the closing note of this change.)
+        path = self.start_guest(name, 'work=dirty mib=4 rate=0', passes=1)
         uri = self.unix_uri(name)
         dst_vm, dst_job = self.receive(name, uri)
-        job_path = self.migrate(path, uri, max_bandwidth_mibps=2, max_downtime_ms=10,
+        job_path = self.migrate(path, uri, max_bandwidth_mibps=8, max_downtime_ms=50,
                                 auto_converge=False, timeout_s=8)
         ok, ename, message = self.wait_job(self.src, job_path)
         self.assertFalse(ok)
         p = self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
         self.assertIn('converge', p['ErrorMessage'])
         self.assertEqual(p['ThrottlePercent'], 0)
-        self.assertEqual(p['MaxBandwidth'], 2 << 20)
+        self.assertEqual(p['MaxBandwidth'], 8 << 20)
         self.wait_job(self.dst, dst_job)
         self.check_dropped_destination(self.dst, dst_vm, dst_job)
 
     def test_06_auto_converge(self):
         """The same guest with auto-converge: the vCPU is throttled until it converges."""
         name = 'conv'
-        path = self.start_guest(name, 'work=dirty mib=16 rate=0', passes=1)
+        path = self.start_guest(name, 'work=dirty mib=4 rate=0', passes=1)
         uri = self.unix_uri(name)
         dst_vm, dst_job = self.receive(name, uri)
-        # The guest dirties ~90 MiB/s under nested KVM: far more than 16 MiB/s.
+        # The guest rewrites 4 MiB at ~90 MiB/s under nested KVM: far more than 8 MiB/s.
         # timeout_s: a throttle that does not work fails here, not at the test's timeout.
-        job_path = self.migrate(path, uri, max_bandwidth_mibps=16, max_downtime_ms=300,
+        job_path = self.migrate(path, uri, max_bandwidth_mibps=8, max_downtime_ms=300,
                                 timeout_s=150)
         self.assertEqual(self.wait_job(self.src, job_path), (True, '', ''))
         p, its = self.check_source_job(job_path)
