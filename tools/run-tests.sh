@@ -7,7 +7,8 @@
 #   tools/run-tests.sh [BUILDDIR]        (default: build)
 #
 # Environment: VMMD_NESTED=never|auto|always (default auto), MESON_TEST_ARGS (extra
-# arguments for every `meson test`).
+# arguments for every `meson test`), VMMD_EXTRA=1 to run the 'kvm-extra' suite too (the
+# two-daemon migration test, see tests/dbus/meson.build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,6 +16,10 @@ top=$PWD
 builddir=${1:-build}
 nested=${VMMD_NESTED:-auto}
 extra=(${MESON_TEST_ARGS:-})
+kvm_suites=(--suite kvm)
+if [ "${VMMD_EXTRA:-0}" = 1 ]; then
+        kvm_suites+=(--suite kvm-extra)
+fi
 
 bash tools/install-deps.sh
 
@@ -46,15 +51,19 @@ run_suite() { # name, then meson test arguments
 }
 
 if kvm_works || [ "$nested" = never ]; then
-        run_suite all
+        if [ "${VMMD_EXTRA:-0}" = 1 ]; then
+                run_suite all
+        else
+                run_suite all --no-suite kvm-extra
+        fi
 else
-        run_suite host --no-suite kvm
+        run_suite host --no-suite kvm --no-suite kvm-extra
         if [ "$nested" = always ] || [ "$nested" = auto ]; then
                 echo "=== /dev/kvm is not usable here: running the kvm suite in a nested VM"
                 rc=0
                 bash tests/nested/run-in-vm.sh --timeout 3000 -- \
                         meson test -C "$top/$builddir" --print-errorlogs --logbase testlog-kvm \
-                        --suite kvm "${extra[@]}" || rc=$?
+                        "${kvm_suites[@]}" "${extra[@]}" || rc=$?
                 [ "$rc" -eq 0 ] || status=1
                 logs+=("$builddir/meson-logs/testlog-kvm.json")
         fi

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <linux/kvm.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -16,7 +17,9 @@ int guest_memory_alloc(uint64_t size, GuestMemory *ret) {
                  -1, 0);
         if (p == MAP_FAILED)
                 return negative_errno();
-        (void)madvise(p, size, MADV_HUGEPAGE); /* best effort */
+        /* Transparent huge pages (best effort); VMMD_THP=0 turns them off, for comparing. */
+        if (!getenv("VMMD_THP") || strcmp(getenv("VMMD_THP"), "0") != 0)
+                (void)madvise(p, size, MADV_HUGEPAGE);
         (void)madvise(p, size, MADV_DONTDUMP);
 
         m.base = p;

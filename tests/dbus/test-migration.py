@@ -602,7 +602,7 @@ class MigrationTest(VmmdTestCase):
         """vmmctl migrate --dispatch, Busy for a second Migrate, vmmctl job-cancel during
         precopy: cancelled, the source runs on."""
         name = 'cancel'
-        path = self.start_guest(name, 'work=verify mib=128')
+        path = self.start_guest(name, 'work=verify mib=128', passes=1)
         uri = self.unix_uri(name)
         dst_vm, dst_job = self.receive(name, uri)
         r = self.vmmctl('migrate', '--dispatch', '--bandwidth=16', name, uri)
@@ -634,7 +634,7 @@ class MigrationTest(VmmdTestCase):
         victim = Side.start(self.tmpdir, 'victim')
         try:
             name = 'victim'
-            path = self.start_guest(name, 'work=verify mib=128')
+            path = self.start_guest(name, 'work=verify mib=128', passes=1)
             uri = self.unix_uri(name)
             self.receive(name, uri, side=victim)
             job_path = self.migrate(path, uri, max_bandwidth_mibps=16)
