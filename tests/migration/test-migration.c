@@ -190,7 +190,7 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
         Heartbeat all_last = {};
         assert_true(heartbeats_consecutive(src.console, dst.console, &n_src, &n_dst, &all_last));
         assert_true(n_dst >= 2);
-        assert_int_equal(all_last.seq, hb.seq);
+        assert_true(all_last.seq >= hb.seq); /* the guest may have printed more since */
         assert_int_equal(hb.corrupt, 0);
         assert_true(hb.pages > last_src.pages);
         printf("# guest: last seq %" PRIu64 " on the source, %" PRIu64 " on the destination, corrupt %" PRIu64
