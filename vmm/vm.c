@@ -599,28 +599,39 @@ static void vm_set_run_control(Vm *vm, RunControl c) {
         pthread_mutex_unlock(&vm->run_lock);
 }
 
-static int vm_boot(Vm *vm) {
-        BootSetup b;
+/* KVM VM, RAM and vCPU threads, every thread parked; torn down again on failure. */
+static int vm_build_parked(Vm *vm) {
         int r;
 
         r = vm_build(vm);
         if (r < 0)
                 return r;
-        r = boot_load(&vm->mem, vm->config, &b);
-        if (r < 0)
-                goto fail;
-        r = boot_setup_vcpu(vm->vcpus[0].fd, &b);
-        if (r < 0)
-                goto fail;
         r = vm_start_threads(vm);
-        if (r < 0)
-                goto fail;
+        if (r < 0) {
+                vm_teardown(vm);
+                return r;
+        }
         vm_wait_parked(vm);
+        return 0;
+}
+
+static int vm_boot(Vm *vm) {
+        BootSetup b;
+        int r;
+
+        r = vm_build_parked(vm);
+        if (r < 0)
+                return r;
+        /* The vCPUs are parked (not in KVM_RUN): RAM and registers can be set now. */
+        r = boot_load(&vm->mem, vm->config, &b);
+        if (r >= 0)
+                r = boot_setup_vcpu(vm->vcpus[0].fd, &b);
+        if (r < 0) {
+                vm_teardown(vm);
+                return r;
+        }
         vm_set_run_control(vm, RUN_CONTROL_RUN);
         return 0;
-fail:
-        vm_teardown(vm);
-        return r;
 }
 
 int vm_start(Vm *vm) {
@@ -787,15 +798,9 @@ int vm_prepare_incoming(Vm *vm) {
 
         if (vm_get_state(vm) != VM_STATE_CREATED)
                 return -ESTALE;
-        r = vm_build(vm);
+        r = vm_build_parked(vm);
         if (r < 0)
                 return r;
-        r = vm_start_threads(vm);
-        if (r < 0) {
-                vm_teardown(vm);
-                return r;
-        }
-        vm_wait_parked(vm);
         set_state(vm, VM_STATE_INCOMING);
         return 0;
 }
@@ -808,15 +813,9 @@ int vm_incoming_setup(Vm *vm, const VmConfig *config) {
         r = vm_take_config(vm, config);
         if (r < 0)
                 return r;
-        r = vm_build(vm);
-        if (r >= 0) {
-                r = vm_start_threads(vm);
-                if (r < 0)
-                        vm_teardown(vm);
-        }
+        r = vm_build_parked(vm);
         if (r < 0)
                 return r;
-        vm_wait_parked(vm);
         vm_notify_changed(vm);
         return 0;
 }
