@@ -54,10 +54,11 @@ int vcpu_create(struct Vm *vm, unsigned idx) {
                 return negative_errno();
         }
         v->run_size = (size_t)mmap_size;
-        return 0;
+        return vcpu_map_dirty_ring(v);
 }
 
 void vcpu_destroy(Vcpu *v) {
+        vcpu_unmap_dirty_ring(v);
         if (v->run)
                 munmap(v->run, v->run_size);
         v->run = NULL;
@@ -158,6 +159,10 @@ static bool handle_exit(Vcpu *v) {
                 return true;
         case KVM_EXIT_INTR:
                 count(v, EXIT_INTR);
+                return true;
+        case KVM_EXIT_DIRTY_RING_FULL:
+                count(v, EXIT_OTHER);
+                vm_dirty_ring_full(v->vm);
                 return true;
         case KVM_EXIT_SHUTDOWN:
                 count(v, EXIT_OTHER);

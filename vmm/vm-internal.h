@@ -38,6 +38,8 @@ typedef struct Vcpu {
         bool parked;  /* guarded by vm->run_lock */
         bool halted;  /* stopped by a fatal exit until the owner acts */
         bool io_pending; /* the last exit was I/O or MMIO, not yet completed by KVM_RUN */
+        struct kvm_dirty_gfn *ring; /* KVM's dirty ring for this vCPU, NULL without one */
+        uint32_t ring_fetch;        /* next entry to collect, guarded by vm->dirty_lock */
         _Atomic uint64_t exits[6]; /* indexes as in VcpuStats */
 } Vcpu;
 
@@ -52,9 +54,13 @@ struct Vm {
         pthread_t throttle_thread;
         bool throttle_thread_started;
         int throttle_stop_fd;
+        /* Dirty tracking (dirty-log.c), guarded by dirty_lock. */
+        pthread_mutex_t dirty_lock;
         bool dirty_logging;
+        uint32_t dirty_ring_entries; /* per vCPU; 0: KVM's bitmaps are used */
         bool manual_protect, manual_protect_checked;
         unsigned long *slot_bitmap[GUEST_MAX_REGIONS]; /* KVM_GET_DIRTY_LOG buffers */
+        unsigned long *dirty_pending; /* dirtied, not yet fetched; host page numbering */
         VmStateCallback state_cb;
         void *state_cb_userdata;
 
@@ -106,6 +112,12 @@ int vcpu_start_thread(Vcpu *v);
 void vcpu_kick(Vcpu *v);
 int vcpu_init_cpu_state(Vcpu *v); /* CPUID, MSRs, LAPIC LINT0/LINT1 */
 void vm_post_event(struct Vm *vm, int event, const char *reason);
+
+/* dirty-log.c */
+int vm_dirty_ring_setup(struct Vm *vm); /* before the first vCPU: 1 if the ring is on */
+int vcpu_map_dirty_ring(Vcpu *v);
+void vcpu_unmap_dirty_ring(Vcpu *v);
+void vm_dirty_ring_full(struct Vm *vm); /* a vCPU's ring is full: collect them all */
 
 /* vcpu.c: auto-converge */
 void vm_throttle_stop(struct Vm *vm);

@@ -290,6 +290,7 @@ static int vm_alloc(const char *name, VmState state, Vm **ret) {
         pthread_cond_init(&vm->park_cond, NULL);
         pthread_mutex_init(&vm->crash_lock, NULL);
         pthread_mutex_init(&vm->irq_lock, NULL);
+        pthread_mutex_init(&vm->dirty_lock, NULL);
         uart_init(&vm->uart, uart_set_irq, uart_output, vm);
         vm->uart.rx_space = console_rx_space;
         pm_init(&vm->pm, pm_set_irq, pm_event, vm);
@@ -408,6 +409,8 @@ static void vm_teardown(Vm *vm) {
         vm->vm_fd = safe_close(vm->vm_fd);
         pthread_mutex_unlock(&vm->irq_lock);
         vm->kvm_fd = safe_close(vm->kvm_fd);
+        vm->dirty_ring_entries = 0;
+        vm->manual_protect = vm->manual_protect_checked = false;
         guest_memory_release(&vm->mem);
         vm->pio.n = 0;
         vm->built = false;
@@ -526,6 +529,12 @@ static int vm_build(Vm *vm) {
         r = get_supported_cpuid(vm);
         if (r < 0)
                 goto fail;
+
+        /* The dirty ring, if KVM has it, must be on before the first vCPU exists. */
+        r = vm_dirty_ring_setup(vm);
+        if (r > 0)
+                log_debug("%s: dirty tracking with KVM's dirty ring, %u entries per vCPU", vm->name,
+                          vm->dirty_ring_entries);
 
         vm->vcpus = calloc(vm->config->vcpus, sizeof(Vcpu));
         if (!vm->vcpus) {
@@ -785,6 +794,7 @@ Vm *vm_free(Vm *vm) {
         pthread_cond_destroy(&vm->park_cond);
         pthread_mutex_destroy(&vm->crash_lock);
         pthread_mutex_destroy(&vm->irq_lock);
+        pthread_mutex_destroy(&vm->dirty_lock);
         vm_config_free(vm->config);
         free(vm->name);
         free(vm);

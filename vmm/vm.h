@@ -140,6 +140,12 @@ int vm_dirty_log_start(Vm *vm);
  * yet set in 'bitmap'. */
 int64_t vm_dirty_log_fetch(Vm *vm, unsigned long *bitmap, uint64_t *ret_new);
 int vm_dirty_log_stop(Vm *vm);
+/* "dirty-ring" (KVM_CAP_DIRTY_LOG_RING, chosen when KVM has it and VMMD_DIRTY_RING is not
+ * "0" when the VM is built) or "bitmap" (KVM_GET_DIRTY_LOG). */
+const char *vm_dirty_log_method(const Vm *vm);
+/* Writes into guest RAM from the VMM; while dirty logging is on, the pages written are
+ * reported by the next vm_dirty_log_fetch() (KVM sees only the guest's own writes). */
+int vm_write_guest(Vm *vm, uint64_t gpa, const void *data, uint64_t len);
 
 /* Auto-converge: each vCPU is kicked every 10 ms and then sleeps so that it runs only
  * (100 - percent)% of the time (0 turns it off, at most 99). */

@@ -6,6 +6,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 
 #include "config.h"
 #include "test-util.h"
@@ -283,6 +286,110 @@ static void test_throttle(void **state) {
         vm_config_free(c);
 }
 
+static bool kvm_has_dirty_ring(void) {
+        _cleanup_close_ int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+        return fd >= 0 && (ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0 ||
+                           ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING) > 0);
+}
+
+/* Dirty tracking with one method: every page of a working set larger than a vCPU's dirty
+ * ring is reported (so a ring that filled up was collected by its vCPU), a paused guest
+ * dirties nothing, and pages the VMM writes are reported as well. */
+static void dirty_tracking(const char *env, const char *want_method) {
+        _cleanup_free_ char *con = console_path(want_method);
+        const unsigned ws_mib = 80; /* 20,480 pages: more than a 16,384-entry ring */
+        VmConfig *c = make_config(con, 256, 1, "work=dirty mib=80 rate=0 hb=100");
+        Vm *vm = NULL;
+        Heartbeat hb = {}, hb0 = {};
+        uint8_t *ram;
+        uint64_t ram_size, fresh = 0;
+        const VmMemoryRegion *regions;
+        unsigned n_regions;
+
+        if (env)
+                assert_int_equal(setenv("VMMD_DIRTY_RING", env, 1), 0);
+        else
+                assert_int_equal(unsetenv("VMMD_DIRTY_RING"), 0);
+        assert_int_equal(vm_new(want_method, c, &vm), 0);
+        assert_int_equal(vm_dirty_log_start(vm), -ESTALE);
+        assert_int_equal(vm_start(vm), 0);
+        assert_string_equal(vm_dirty_log_method(vm), want_method);
+        uint64_t deadline = now_ms() + 180000;
+        do
+                assert_true(wait_for_heartbeat(con, hb.seq + 1, 60000, &hb));
+        while (hb.passes < 1 && now_ms() < deadline);
+        assert_true(hb.passes >= 1);
+
+        assert_int_equal(vm_get_ram(vm, &ram, &ram_size, &regions, &n_regions), 0);
+        uint64_t pages = ram_size / 4096, words = (pages + 63) / 64;
+        _cleanup_free_ unsigned long *bm = calloc(words, sizeof(unsigned long));
+        assert_non_null(bm);
+        VcpuStats st0, st1;
+        assert_int_equal(vm_get_vcpu_stats(vm, 0, &st0), 0);
+
+        assert_int_equal(vm_dirty_log_start(vm), 0);
+        assert_int_equal(vm_dirty_log_start(vm), -EBUSY);
+        uint64_t t0 = now_ms();
+        /* Once the guest has written more pages than its working set has, after logging
+         * began, it has dirtied every page of it. */
+        assert_true(last_heartbeat(con, &hb0));
+        deadline = now_ms() + 240000;
+        do
+                assert_true(wait_for_heartbeat(con, hb.seq + 1, 60000, &hb));
+        while (hb.pages < hb0.pages + 2 * ws_mib * 256 && now_ms() < deadline);
+        assert_int_equal(vm_pause(vm), 0);
+        int64_t found = vm_dirty_log_fetch(vm, bm, &fresh);
+        uint64_t ms = now_ms() - t0;
+        assert_int_equal(vm_get_vcpu_stats(vm, 0, &st1), 0);
+        printf("# %s: %" PRId64 " pages dirty in %" PRIu64 " ms (guest wrote %" PRIu64
+               " pages), %" PRIu64 " non-I/O exits\n",
+               want_method, found, ms, hb.pages - hb0.pages, st1.exits_other - st0.exits_other);
+        assert_true(hb.pages >= hb0.pages + 2 * ws_mib * 256);
+        assert_true(found >= (int64_t)ws_mib * 256);
+        assert_true((uint64_t)found <= pages);
+        assert_int_equal((uint64_t)found, fresh);
+        if (strcmp(want_method, "dirty-ring") == 0)
+                /* The ring filled up at least once and its vCPU collected it. */
+                assert_true(st1.exits_other > st0.exits_other);
+
+        /* Paused: nothing more. */
+        assert_int_equal(vm_dirty_log_fetch(vm, bm, &fresh), 0);
+        assert_int_equal(fresh, 0);
+
+        /* The VMM's own writes: 16 bytes across the boundary of two pages, written back
+         * unchanged so the guest does not notice. */
+        memset(bm, 0, words * sizeof(unsigned long));
+        uint64_t gpa = regions[0].gpa + 0x800000 - 8;
+        uint8_t old[16];
+        memcpy(old, ram + regions[0].host_offset + (gpa - regions[0].gpa), sizeof old);
+        assert_int_equal(vm_write_guest(vm, gpa, old, sizeof old), 0);
+        assert_int_equal(vm_write_guest(vm, ram_size + UINT64_C(0x100000000), old, sizeof old), -EFAULT);
+        assert_int_equal(vm_dirty_log_fetch(vm, bm, &fresh), 2);
+        uint64_t p0 = (regions[0].host_offset + (gpa - regions[0].gpa)) / 4096;
+        assert_true(bm[p0 / 64] & (1UL << (p0 % 64)));
+        assert_true(bm[(p0 + 1) / 64] & (1UL << ((p0 + 1) % 64)));
+
+        assert_int_equal(vm_dirty_log_stop(vm), 0);
+        assert_int_equal(vm_dirty_log_fetch(vm, bm, &fresh), -ESTALE);
+        assert_int_equal(vm_resume(vm), 0);
+        assert_true(wait_for_heartbeat(con, hb.seq + 3, 30000, &hb));
+        assert_int_equal(hb.corrupt, 0);
+        assert_int_equal(vm_stop(vm), 0);
+        vm_free(vm);
+        vm_config_free(c);
+        assert_int_equal(unsetenv("VMMD_DIRTY_RING"), 0);
+}
+
+static void test_dirty_bitmap(void **state) {
+        dirty_tracking("0", "bitmap");
+}
+
+static void test_dirty_ring(void **state) {
+        if (!kvm_has_dirty_ring())
+                skip();
+        dirty_tracking(NULL, "dirty-ring");
+}
+
 static int setup(void **state) {
         require_kvm();
         guest = test_guest_path();
@@ -303,6 +410,7 @@ int main(void) {
                 cmocka_unit_test(test_boot_heartbeat), cmocka_unit_test(test_pause_resume),
                 cmocka_unit_test(test_poweroff),       cmocka_unit_test(test_power_button),
                 cmocka_unit_test(test_save_restore), cmocka_unit_test(test_throttle),
+                cmocka_unit_test(test_dirty_bitmap),   cmocka_unit_test(test_dirty_ring),
         };
         require_kvm();
         return cmocka_run_group_tests(tests, setup, teardown);
