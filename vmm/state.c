@@ -314,6 +314,29 @@ static int parse_state(const Vm *vm, const uint8_t *buf, size_t size, ParsedStat
         return 0;
 }
 
+#define MSR_IA32_TSC 0x10
+
+/* Puts the guest's TSC back at 'tsc' by setting the vCPU's TSC offset directly
+ * (KVM_VCPU_TSC_OFFSET). Writing MSR_IA32_TSC instead goes through KVM's
+ * synchronization heuristic: a value within one second of what KVM expects from the
+ * vCPU's creation is taken as "sync with the other vCPUs" and replaced, so a guest that
+ * had run about as long as the destination VM existed saw its TSC go backwards.
+ * Returns 0, or -ENXIO where KVM lacks the attribute (then the MSR write is used). */
+static int set_guest_tsc(Vcpu *v, uint64_t tsc) {
+        uint64_t offset = tsc - __builtin_ia32_rdtsc(); /* no TSC scaling: guest = host + offset */
+        struct kvm_device_attr a = {
+                .group = KVM_VCPU_TSC_CTRL,
+                .attr = KVM_VCPU_TSC_OFFSET,
+                .addr = (uint64_t)(uintptr_t)&offset,
+        };
+
+        if (ioctl(v->fd, KVM_HAS_DEVICE_ATTR, &a) < 0)
+                return -ENXIO;
+        if (ioctl(v->fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+                return negative_errno();
+        return 0;
+}
+
 #define SET(fd, req, ptr)                                                                          \
         do {                                                                                       \
                 if (ioctl(fd, req, ptr) < 0)                                                       \
@@ -353,11 +376,19 @@ static int restore_vcpu(Vm *vm, Vcpu *v, StateSection *sec) {
         msrs = calloc(1, sizeof(*msrs) + h.index * sizeof(struct kvm_msr_entry));
         if (!msrs)
                 return -ENOMEM;
-        msrs->nmsrs = h.index;
+        msrs->nmsrs = 0;
         for (unsigned k = 0; k < h.index; k++) {
                 MsrRecord rec;
                 memcpy(&rec, DATA(SEC_VCPU_MSRS) + (k + 1) * sizeof rec, sizeof rec);
-                msrs->entries[k] = (struct kvm_msr_entry){ .index = rec.index, .data = rec.data };
+                /* The TSC goes first, before the TSC deadline, and as an offset if KVM can. */
+                if (rec.index == MSR_IA32_TSC) {
+                        int r = set_guest_tsc(v, rec.data);
+                        if (r == 0)
+                                continue;
+                        if (r != -ENXIO)
+                                return r;
+                }
+                msrs->entries[msrs->nmsrs++] = (struct kvm_msr_entry){ .index = rec.index, .data = rec.data };
         }
 
         /* Order matters: sregs set the APIC base before the LAPIC registers, the LAPIC mode

@@ -274,6 +274,9 @@ class MigrationTest(VmmdTestCase):
         self.assertNotIn(b'PANIC', both)
         dst_last = hbs[-1]
         self.assertGreater(dst_last['pages'], last['pages'], 'the workload stopped')
+        # A TSC that went backwards shows as an enormous gap (unsigned difference).
+        self.assertLess(dst_last['maxgap_us'], 3600 * 10**6,
+                        'the guest saw its TSC go backwards across the switchover')
         print(f'# {name}: last seq {last["seq"]} on the source, {dst_last["seq"]} on the '
               f'destination, corrupt 0, passes {last["passes"]} -> {dst_last["passes"]}, '
               f'largest TSC gap {last["maxgap_us"]} us before, {dst_last["maxgap_us"]} us '
