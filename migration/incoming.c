@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include "config.h"
@@ -16,6 +17,9 @@
 #include "wire.h"
 
 #define DEFAULT_TIMEOUT_S 60
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
 
 typedef struct Receiver {
         struct Incoming *in;
@@ -36,6 +40,16 @@ typedef struct Incoming {
         _Atomic uint64_t bytes;
         char error[256];
         pthread_mutex_t error_lock;
+
+        /* Prefault: a thread faults in the chunks of the source's RAM map ahead of the
+         * page stream, so receivers copy into present memory. */
+        uint8_t *map;
+        uint64_t map_chunks;
+        pthread_t prefault_thread;
+        bool prefault_started;
+        _Atomic bool prefault_stop;
+        _Atomic uint64_t prefaulted; /* bytes */
+        uint64_t prefault_us;
 } Incoming;
 
 static void set_error(Incoming *in, const char *fmt, ...) _printf_(2, 3);
@@ -65,6 +79,68 @@ static int take_pages(Incoming *in, int fd, const MigHeader *h) {
         if (r >= 0)
                 atomic_fetch_add(&in->bytes, (uint64_t)h->len + MIG_HEADER_SIZE);
         return r;
+}
+
+/* Faults in each chunk of the RAM map in address order (the order the first pass sends
+ * them) with MADV_POPULATE_WRITE, which allocates without writing, so it never races with
+ * a receiver filling the same page. Stops at the end of the map, when told, or where the
+ * kernel lacks MADV_POPULATE_WRITE. */
+static void *prefault_thread(void *p) {
+        Incoming *in = p;
+        uint64_t chunk = UINT64_C(1) << MIG_MAP_CHUNK_SHIFT, t0 = now_usec();
+
+        (void)pthread_setname_np(pthread_self(), "migrate-prefault");
+        for (uint64_t c = 0; c < in->map_chunks && !atomic_load(&in->prefault_stop); c++) {
+                if (!(in->map[c / 8] & (1u << (c % 8))))
+                        continue;
+                uint64_t len = MIN(chunk, in->ram_size - c * chunk);
+                if (madvise(in->ram + c * chunk, len, MADV_POPULATE_WRITE) < 0) {
+                        if (errno == EINTR || errno == EAGAIN) {
+                                c--;
+                                continue;
+                        }
+                        log_debug("prefault stopped at 0x%" PRIx64 ": %m", c * chunk);
+                        break;
+                }
+                atomic_fetch_add(&in->prefaulted, len);
+        }
+        in->prefault_us = now_usec() - t0;
+        return NULL;
+}
+
+static int start_prefault(Incoming *in, int fd, const MigHeader *h) {
+        int r;
+
+        if (in->map || mig_header_validate(h, in->ram_size) < 0) {
+                set_error(in, "bad RAM map message (%u bytes)", h->len);
+                return -EBADMSG;
+        }
+        in->map = malloc(h->len);
+        if (!in->map)
+                return -ENOMEM;
+        r = mig_recv_all(fd, in->map, h->len);
+        if (r < 0)
+                return r;
+        in->map_chunks = h->b;
+        r = pthread_create(&in->prefault_thread, NULL, prefault_thread, in);
+        if (r != 0) {
+                log_debug("no prefault thread: %s", strerror(r)); /* only slower */
+                return 0;
+        }
+        in->prefault_started = true;
+        return 0;
+}
+
+static void stop_prefault(Incoming *in) {
+        if (!in->prefault_started)
+                return;
+        atomic_store(&in->prefault_stop, true);
+        pthread_join(in->prefault_thread, NULL);
+        in->prefault_started = false;
+        in->j->stats.prefault_bytes = atomic_load(&in->prefaulted);
+        in->j->stats.prefault_us = in->prefault_us;
+        log_debug("%s: prefaulted %" PRIu64 " MiB in %" PRIu64 " ms", vm_get_name(in->j->vm),
+                  atomic_load(&in->prefaulted) >> 20, in->prefault_us / 1000);
 }
 
 static int read_error_msg(Incoming *in, int fd, const MigHeader *h) {
@@ -239,6 +315,7 @@ static void publish(Incoming *in) {
         s->bytes_total = MAX(s->bytes_total, s->bytes_processed);
         s->elapsed_us = realtime_usec() - s->start_time_us;
         s->connections = in->n_conns;
+        s->prefault_bytes = atomic_load(&in->prefaulted);
         if (s->elapsed_us > 0)
                 s->rate = s->bytes_processed * USEC_PER_SEC / s->elapsed_us;
         job_publish(in->j);
@@ -285,6 +362,11 @@ static int run(Incoming *in) {
                         if (r < 0)
                                 return r;
                         break;
+                case MIG_RAM_MAP:
+                        r = start_prefault(in, fd0, &h);
+                        if (r < 0)
+                                return r;
+                        break;
                 case MIG_ITER_END:
                         s->iteration = (uint32_t)h.a + 1;
                         publish(in);
@@ -316,6 +398,7 @@ static int run(Incoming *in) {
                         r = join_receivers(in);
                         if (r < 0)
                                 return r;
+                        stop_prefault(in);
                         t = now_usec();
                         r = vm_restore_state(j->vm, state, state_len);
                         if (r < 0) {
@@ -458,6 +541,7 @@ fail:
         }
         job_close_fds(j); /* ends the receivers' reads */
         join_receivers(&in);
+        stop_prefault(&in);
         /* Drop the half-built VM: it never ran here. */
         if (vm_get_state(j->vm) == VM_STATE_INCOMING)
                 (void)vm_stop(j->vm);
@@ -471,6 +555,8 @@ fail:
                            : r == -ETIMEDOUT ? "timed out waiting for the source"
                                              : strerror(-r));
 out:
+        stop_prefault(&in);
+        free(in.map);
         pthread_mutex_destroy(&in.error_lock);
         return NULL;
 }

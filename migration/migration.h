@@ -115,6 +115,8 @@ typedef struct MigrationStats {
         bool cancelable;
         bool zerocopy;             /* zero-copy sends used */
         unsigned connections;
+        uint64_t prefault_bytes;   /* destination: RAM faulted in ahead of the stream */
+        uint64_t prefault_us;      /* destination: how long that took */
         char error_name[MIGRATION_ERROR_NAME_MAX];     /* e.g. "MigrationFailed", "" if none */
         char error_message[MIGRATION_ERROR_MESSAGE_MAX];
 } MigrationStats;

@@ -339,6 +339,25 @@ static void set_timeout(int fd, unsigned seconds) {
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+/* Tells the destination which 2 MiB chunks the first pass sends (those with a resident
+ * page), before any page, so it can fault them in ahead of the stream. */
+static int send_ram_map(Outgoing *o, const unsigned char *resident) {
+        uint64_t chunk_pages = (UINT64_C(1) << MIG_MAP_CHUNK_SHIFT) / PAGE_SIZE;
+        uint64_t chunks = DIV_ROUND_UP(o->n_pages, chunk_pages);
+        _cleanup_free_ uint8_t *map = calloc(DIV_ROUND_UP(chunks, 8), 1);
+
+        if (!map)
+                return -ENOMEM;
+        for (uint64_t p = 0; p < o->n_pages; p++)
+                if (resident[p] & 1) {
+                        uint64_t c = p / chunk_pages;
+                        map[c / 8] |= (uint8_t)(1u << (c % 8));
+                        p = (c + 1) * chunk_pages - 1; /* on to the next chunk */
+                }
+        return mig_send_msg(o->fds[0], MIG_RAM_MAP, MIG_MAP_CHUNK_SHIFT, chunks, map,
+                            (uint32_t)DIV_ROUND_UP(chunks, 8));
+}
+
 static int setup(Outgoing *o) {
         MigrationJob *j = o->j;
         const VmMemoryRegion *regions;
@@ -383,14 +402,6 @@ static int setup(Outgoing *o) {
         if (r < 0)
                 return r;
 
-        bool zc = j->params.zerocopy == ZEROCOPY_ON ||
-                  (j->params.zerocopy == ZEROCOPY_AUTO && !migration_uri_is_local(&j->uri));
-        r = sender_init(&o->sender, o->fds, o->n_conns, o->ram, o->ram_size, zc);
-        o->sender_ready = true; /* sender_done() copes with a half-initialized sender */
-        if (r < 0)
-                return r;
-        j->stats.zerocopy = zc;
-
         o->pending = calloc(o->n_words, sizeof(unsigned long));
         o->dirty = calloc(o->n_words, sizeof(unsigned long));
         if (!o->pending || !o->dirty)
@@ -411,6 +422,18 @@ static int setup(Outgoing *o) {
                         o->pending[p / BITS_PER_WORD] |= 1UL << (p % BITS_PER_WORD);
                         o->pending_count++;
                 }
+        r = send_ram_map(o, vec);
+        if (r < 0)
+                return r;
+
+        /* Only now: registering RAM as fixed buffers pins, and so faults in, all of it. */
+        bool zc = j->params.zerocopy == ZEROCOPY_ON ||
+                  (j->params.zerocopy == ZEROCOPY_AUTO && !migration_uri_is_local(&j->uri));
+        r = sender_init(&o->sender, o->fds, o->n_conns, o->ram, o->ram_size, zc);
+        o->sender_ready = true; /* sender_done() copes with a half-initialized sender */
+        if (r < 0)
+                return r;
+        j->stats.zerocopy = zc;
 
         o->harvest_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (o->harvest_stop_fd < 0)
@@ -618,7 +641,10 @@ void *outgoing_thread(void *p) {
 fail:
         stop_harvester(&o);
         if (atomic_load(&j->committed)) {
-                /* The destination may be running the guest: never resume here. */
+                /* The destination may be running the guest: never resume here. Leave
+                 * it as a Resume() by the operator wants it: not throttled, not logged. */
+                (void)vm_set_throttle(j->vm, 0);
+                (void)vm_dirty_log_stop(j->vm);
                 (void)vm_set_migration_state(j->vm, VM_STATE_MIGRATION_UNKNOWN);
                 if (s->state != JOB_STATE_FAILED)
                         job_finish(j, JOB_STATE_FAILED, "MigrationFailed",

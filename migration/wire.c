@@ -24,6 +24,11 @@ int mig_header_validate(const MigHeader *h, uint64_t ram_size) {
                 return h->len > 0 && h->len <= STATE_MAX_SIZE ? 0 : -EBADMSG;
         case MIG_ERROR:
                 return h->len <= MIG_MAX_ERROR_LEN ? 0 : -EBADMSG;
+        case MIG_RAM_MAP: {
+                uint64_t chunk = UINT64_C(1) << MIG_MAP_CHUNK_SHIFT;
+                uint64_t chunks = ram_size / chunk + (ram_size % chunk != 0);
+                return h->a == MIG_MAP_CHUNK_SHIFT && h->b == chunks && h->len == (chunks + 7) / 8 ? 0 : -EBADMSG;
+        }
         case MIG_HELLO_ACK:
         case MIG_ITER_END:
         case MIG_FLUSH:

@@ -14,6 +14,7 @@
 #define MIG_MAX_PAGES_PER_MSG 256 /* 1 MiB of data */
 #define MIG_MAX_CONFIG_LEN (64 * 1024)
 #define MIG_MAX_ERROR_LEN 1024
+#define MIG_MAP_CHUNK_SHIFT 21 /* RAM map: 2 MiB chunks */
 
 enum {
         MIG_HELLO = 1,      /* a = magic, b = version | conn_index << 32 | n_conns << 48;
@@ -29,6 +30,9 @@ enum {
         MIG_COMMIT = 10,    /* src -> dst: resume the guest */
         MIG_ACK = 11,       /* dst -> src: resumed; a = resume µs */
         MIG_ERROR = 12,     /* either way: a = errno; payload: message */
+        MIG_RAM_MAP = 13,   /* src -> dst before the first page (connection 0): a = chunk
+                               shift (21), b = chunks; payload: one bit per chunk of RAM
+                               the first pass will send, so the destination can prefault */
         _MIG_MAX,
 };
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The migration engine on real KVM, source and destination in one process: the test guest
  * moves over unix and tcp sockets, with zero-copy on and off, with two connections, while
- * verifying or dirtying its RAM; and every failure before the commit (cancel, a vanished
- * destination, a garbled stream, a timeout) leaves the source running. */
+ * verifying or dirtying its RAM; every failure before the commit (cancel, a vanished
+ * destination, a garbled stream, a timeout, a link lost during the state transfer) leaves
+ * the source running; a link lost at the commit or the acknowledgement leaves it in
+ * migration-unknown with the guest running in exactly one place. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -12,6 +14,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <cmocka.h>
 
 #include "config.h"
@@ -19,6 +23,7 @@
 #include "migration.h"
 #include "test-util.h"
 #include "vm.h"
+#include "wire.h"
 
 static char *guest;
 static char tmpdir[] = "/tmp/vmmd-test-mig-XXXXXX";
@@ -174,6 +179,11 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
         migration_job_get_stats(dst.job, &st);
         assert_int_equal(st.state, JOB_STATE_COMPLETED);
         assert_int_equal(vm_get_state(dst.vm), VM_STATE_RUNNING);
+        /* The destination faulted in RAM ahead of the stream. */
+        printf("# destination prefaulted %" PRIu64 " MiB in %" PRIu64 " ms\n", st.prefault_bytes >> 20,
+               st.prefault_us / 1000);
+        assert_true(st.prefault_bytes > 0);
+        assert_true(st.prefault_bytes <= (uint64_t)mem_mib << 20);
         assert_non_null(vm_get_config(dst.vm));
         assert_string_equal(vm_get_config(dst.vm)->serial_path, dst.console);
 
@@ -456,6 +466,211 @@ static void test_convergence(void **state) {
         migrate_and_check("conv", uri2, 256, "work=dirty mib=4 rate=0 hb=100", &p);
 }
 
+/* --- a link that breaks at a chosen message ---
+ * A proxy between source and destination that forwards the stream message by message and
+ * shuts both connections at the first message of a given type, instead of passing it on:
+ * the network failing at exactly that point of the protocol. */
+typedef struct Proxy {
+        char path[108], target[108];
+        uint32_t cut_type;
+        bool cut_to_destination; /* the type travels source -> destination */
+        int listen_fd, src_fd, dst_fd;
+        pthread_t thread;
+        _Atomic bool cut;
+} Proxy;
+
+typedef struct Pump {
+        Proxy *x;
+        int from, to;
+        uint32_t cut_type; /* 0: none */
+} Pump;
+
+static int recv_full(int fd, void *buf, size_t len) {
+        for (size_t got = 0; got < len;) {
+                ssize_t k = recv(fd, (uint8_t *)buf + got, len - got, 0);
+                if (k <= 0)
+                        return -1;
+                got += (size_t)k;
+        }
+        return 0;
+}
+
+static int send_full(int fd, const void *buf, size_t len) {
+        for (size_t done = 0; done < len;) {
+                ssize_t k = send(fd, (const uint8_t *)buf + done, len - done, MSG_NOSIGNAL);
+                if (k <= 0)
+                        return -1;
+                done += (size_t)k;
+        }
+        return 0;
+}
+
+static void *pump(void *p) {
+        Pump *u = p;
+        uint8_t *buf = malloc(1 << 20);
+
+        assert_non_null(buf);
+        for (;;) {
+                uint8_t raw[MIG_HEADER_SIZE];
+                MigHeader h;
+                if (recv_full(u->from, raw, sizeof raw) < 0)
+                        break;
+                mig_header_decode(raw, &h);
+                if (u->cut_type && h.type == u->cut_type) {
+                        atomic_store(&u->x->cut, true);
+                        break;
+                }
+                if (send_full(u->to, raw, sizeof raw) < 0)
+                        break;
+                uint64_t left = h.len;
+                while (left > 0) {
+                        size_t n = (size_t)MIN(left, (uint64_t)(1 << 20));
+                        if (recv_full(u->from, buf, n) < 0 || send_full(u->to, buf, n) < 0)
+                                goto out;
+                        left -= n;
+                }
+        }
+out:
+        shutdown(u->x->src_fd, SHUT_RDWR);
+        shutdown(u->x->dst_fd, SHUT_RDWR);
+        free(buf);
+        return NULL;
+}
+
+static void *proxy_thread(void *p) {
+        Proxy *x = p;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        pthread_t up;
+
+        x->src_fd = accept4(x->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        assert_true(x->src_fd >= 0);
+        x->dst_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", x->target);
+        assert_int_equal(connect(x->dst_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        Pump to_dst = { x, x->src_fd, x->dst_fd, x->cut_to_destination ? x->cut_type : 0 };
+        Pump to_src = { x, x->dst_fd, x->src_fd, x->cut_to_destination ? 0 : x->cut_type };
+        assert_int_equal(pthread_create(&up, NULL, pump, &to_dst), 0);
+        pump(&to_src);
+        pthread_join(up, NULL);
+        close(x->src_fd);
+        close(x->dst_fd);
+        return NULL;
+}
+
+static void proxy_start(Proxy *x, const char *name, uint32_t cut_type, bool to_destination) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        *x = (Proxy){ .cut_type = cut_type, .cut_to_destination = to_destination };
+        snprintf(x->path, sizeof x->path, "%s/%s-proxy.sock", tmpdir, name);
+        snprintf(x->target, sizeof x->target, "%s/%s.sock", tmpdir, name);
+        x->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", x->path);
+        unlink(x->path);
+        assert_int_equal(bind(x->listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(listen(x->listen_fd, 1), 0);
+        assert_int_equal(pthread_create(&x->thread, NULL, proxy_thread, x), 0);
+}
+
+static void proxy_stop(Proxy *x) {
+        pthread_join(x->thread, NULL);
+        close(x->listen_fd);
+}
+
+/* Migrates through a proxy that cuts the link at 'cut_type'; returns with both jobs done. */
+static void migrate_cut(Side *src, Side *dst, Proxy *x, const char *name, uint32_t cut_type, bool to_destination) {
+        MigrationParams p;
+        char src_uri[160];
+        _cleanup_free_ char *dst_uri = unix_uri(name);
+
+        migration_params_init(&p);
+        start_source(src, name, 128, "work=verify mib=16 hb=100");
+        start_destination(dst, name, dst_uri, 60);
+        proxy_start(x, name, cut_type, to_destination);
+        snprintf(src_uri, sizeof src_uri, "unix:%s", x->path);
+        assert_int_equal(migration_out_start(src->vm, src_uri, &p, &callbacks, src, &src->job), 0);
+        run_until_finished(src, dst, 120000);
+        proxy_stop(x);
+        assert_true(atomic_load(&x->cut));
+        print_stats("source", src->job);
+        print_stats("destination", dst->job);
+}
+
+/* The destination is lost during the state transfer, before the commit: the source
+ * resumes its guest, the destination drops its copy. */
+static void test_link_lost_before_commit(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationStats st;
+
+        migrate_cut(&src, &dst, &x, "cut-state", MIG_STATE, true);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        migration_job_get_stats(src.job, &st);
+        assert_non_null(strstr(st.error_message, "switchover")); /* it had paused the guest */
+        migration_job_get_stats(dst.job, &st);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_STOPPED);
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* The commit never reaches the destination: it drops its copy, and the source, which
+ * cannot know, keeps the guest paused in migration-unknown until the operator resumes it. */
+static void test_commit_lost(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationStats st;
+        Heartbeat hb = {}, hb2 = {};
+
+        migrate_cut(&src, &dst, &x, "cut-commit", MIG_COMMIT, true);
+        migration_job_get_stats(src.job, &st);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_string_equal(st.error_name, "MigrationFailed");
+        assert_non_null(strstr(st.error_message, "migration-unknown"));
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_MIGRATION_UNKNOWN);
+        migration_job_get_stats(dst.job, &st);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_STOPPED);
+        assert_false(vm_job_is_active(src.vm));
+
+        /* Paused: no heartbeat; then the operator, who knows better, resumes it here. */
+        assert_true(last_heartbeat(src.console, &hb));
+        assert_false(wait_for_heartbeat(src.console, hb.seq + 1, 600, &hb2));
+        assert_int_equal(vm_resume(src.vm), 0);
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_RUNNING);
+        assert_true(wait_for_heartbeat(src.console, hb.seq + 3, 30000, &hb2));
+        assert_int_equal(hb2.corrupt, 0);
+        assert_int_equal(vm_get_throttle(src.vm), 0);
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* The acknowledgement is lost: the guest runs on the destination, the source stays in
+ * migration-unknown until the operator stops its copy. */
+static void test_ack_lost(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationStats st;
+        Heartbeat last_src = {}, hb = {};
+        size_t n_src, n_dst;
+
+        migrate_cut(&src, &dst, &x, "cut-ack", MIG_ACK, false);
+        migration_job_get_stats(src.job, &st);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_non_null(strstr(st.error_message, "migration-unknown"));
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_MIGRATION_UNKNOWN);
+        migration_job_get_stats(dst.job, &st);
+        assert_int_equal(st.state, JOB_STATE_COMPLETED);
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_RUNNING);
+        assert_true(last_heartbeat(src.console, &last_src));
+        assert_true(wait_for_heartbeat(dst.console, last_src.seq + 3, 60000, &hb));
+        assert_true(heartbeats_consecutive(src.console, dst.console, &n_src, &n_dst, NULL));
+        assert_int_equal(hb.corrupt, 0);
+        assert_int_equal(vm_stop(src.vm), 0);
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_STOPPED);
+        side_free(&src);
+        side_free(&dst);
+}
+
 static int setup(void **state) {
         require_kvm();
         guest = test_guest_path();
@@ -481,6 +696,9 @@ int main(void) {
                 cmocka_unit_test(test_destination_dies),
                 cmocka_unit_test(test_garbled_stream),
                 cmocka_unit_test(test_convergence),
+                cmocka_unit_test(test_link_lost_before_commit),
+                cmocka_unit_test(test_commit_lost),
+                cmocka_unit_test(test_ack_lost),
         };
         signal(SIGPIPE, SIG_IGN);
         require_kvm();
