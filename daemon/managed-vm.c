@@ -300,8 +300,10 @@ int managed_vm_set_max_downtime(ManagedVm *v, uint64_t ms, char **ret_error) {
                                  "Maximum downtime must be between 1 and %" PRIu64 " ms, got %" PRIu64,
                                  MANAGED_VM_MAX_DOWNTIME_MS_MAX, ms);
         v->max_downtime_ms = ms;
-        log_vm(LOG_INFO, managed_vm_get_name(v), "Maximum migration downtime of VM %s set to %" PRIu64 " ms",
-               managed_vm_get_name(v), ms);
+        /* As libvirt does: a running migration takes the new limit at once. */
+        bool live = v->job_active && v->job && migration_job_set_max_downtime(v->job->job, ms) == 0;
+        log_vm(LOG_INFO, managed_vm_get_name(v), "Maximum migration downtime of VM %s set to %" PRIu64 " ms%s",
+               managed_vm_get_name(v), ms, live ? ", also for the running job" : "");
         return 0;
 }
 
@@ -311,7 +313,9 @@ int managed_vm_set_max_speed(ManagedVm *v, uint64_t mibps, char **ret_error) {
                                  "Maximum migration speed must be at most %" PRIu64 " MiB/s",
                                  MANAGED_VM_MAX_SPEED_MIBPS_MAX);
         v->max_speed_mibps = mibps;
-        log_vm(LOG_INFO, managed_vm_get_name(v), "Maximum migration speed of VM %s set to %" PRIu64 " MiB/s%s",
-               managed_vm_get_name(v), mibps, mibps == 0 ? " (unlimited)" : "");
+        bool live = v->job_active && v->job && migration_job_set_max_bandwidth(v->job->job, mibps) == 0;
+        log_vm(LOG_INFO, managed_vm_get_name(v), "Maximum migration speed of VM %s set to %" PRIu64 " MiB/s%s%s",
+               managed_vm_get_name(v), mibps, mibps == 0 ? " (unlimited)" : "",
+               live ? ", also for the running job" : "");
         return 0;
 }

@@ -668,10 +668,12 @@ fail:
                                            " bytes/s, %" PRIu64 " bytes still dirty)",
                                            j->params.timeout_s, s->dirty_rate,
                                            o.bandwidth ? o.bandwidth : s->rate, s->memory_remaining);
-                        else if (r == -EOWNERDEAD && !job_cancelled(j))
+                        else if (r == -EOWNERDEAD && !job_cancelled(j)) {
+                                char what[300];
+                                vm_get_guest_event(j->vm, what, sizeof what);
                                 job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
-                                           "the guest crashed, powered off or reset during the migration; "
-                                           "it is not sent");
+                                           "the guest %s during the migration; it is not sent", what);
+                        }
                         else
                                 fail_errno(j, r, s->phase == JOB_PHASE_DOWNTIME ? "switchover" : "precopy");
                 }

@@ -9,7 +9,7 @@
 # Environment: VMMD_NESTED=never|auto|always (default auto), MESON_TEST_ARGS (extra
 # arguments for every `meson test`), VMMD_EXTRA=1 to run the 'kvm-extra' suite too (the
 # two-daemon migration test, see tests/dbus/meson.build), VMMD_NESTED_TIMEOUT (seconds
-# per attempt of the nested run, default 1500; 3000 with VMMD_EXTRA=1).
+# per attempt of the nested run, default 900; 1800 with VMMD_EXTRA=1).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -61,46 +61,82 @@ else
         run_suite host --no-suite kvm --no-suite kvm-extra
         if [ "$nested" = always ] || [ "$nested" = auto ]; then
                 echo "=== /dev/kvm is not usable here: running the kvm suite in a nested VM"
-                # The nested VM itself (not a test) has hung once: its kernel soft-locked
-                # under TCG. Each attempt is bounded (the suite takes about 5 minutes there,
-                # its tests have their own meson timeouts), and an attempt whose VM timed
-                # out (124) or could not run the command (125) is retried once. A failing
-                # test is not retried.
-                budget=${VMMD_NESTED_TIMEOUT:-1500}
-                if [ "${VMMD_EXTRA:-0}" = 1 ]; then budget=${VMMD_NESTED_TIMEOUT:-3000}; fi
-                for attempt in 1 2; do
-                        rc=0
-                        rm -f "$builddir/meson-logs/testlog-kvm.json"
-                        bash tests/nested/run-in-vm.sh --timeout "$budget" -- \
-                                meson test -C "$top/$builddir" --print-errorlogs --logbase testlog-kvm \
-                                "${kvm_suites[@]}" "${extra[@]}" || rc=$?
-                        if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then break; fi
-                        echo "=== the nested VM failed (exit $rc) in attempt $attempt of 2"
-                done
-                [ "$rc" -eq 0 ] || status=1
+                # Each attempt is bounded (the suite takes about 5 minutes there; its tests
+                # have their own meson timeouts). An attempt whose VM hung (124: its kernel
+                # has soft-locked under TCG, or stopped making progress) or could not run
+                # the command (125) is repeated. Tests that fail are run once more in a
+                # fresh VM: the emulated SVM of QEMU TCG sometimes crashes or stalls a guest
+                # while dirty logging is on (docs/migration.md, Known problems). A test
+                # counts as passed only if it passes there, and is then named in the
+                # closing line; one that fails twice fails the run.
+                budget=${VMMD_NESTED_TIMEOUT:-900}
+                if [ "${VMMD_EXTRA:-0}" = 1 ]; then budget=${VMMD_NESTED_TIMEOUT:-1800}; fi
+                run_nested() { # logbase, then what to run
+                        local logbase=$1 rc attempt
+                        shift
+                        for attempt in 1 2; do
+                                rc=0
+                                rm -f "$builddir/meson-logs/$logbase.json"
+                                bash tests/nested/run-in-vm.sh --timeout "$budget" -- \
+                                        meson test -C "$top/$builddir" --print-errorlogs --logbase "$logbase" \
+                                        "${extra[@]}" "$@" || rc=$?
+                                if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then break; fi
+                                echo "=== the nested VM failed (exit $rc) in attempt $attempt of 2"
+                        done
+                        return "$rc"
+                }
+                rc=0
+                run_nested testlog-kvm "${kvm_suites[@]}" || rc=$?
                 logs+=("$builddir/meson-logs/testlog-kvm.json")
+                if [ "$rc" -ne 0 ]; then
+                        failed=$(/usr/bin/python3 - "$builddir/meson-logs/testlog-kvm.json" <<'PY' || true
+import json, sys
+try:
+    for line in open(sys.argv[1]):
+        t = json.loads(line)
+        if t.get("result") not in ("OK", "EXPECTEDFAIL", "SKIP"):
+            print(t["name"].split(" / ")[-1])
+except OSError:
+    pass
+PY
+)
+                        if [ -n "$failed" ]; then
+                                echo "=== failed in the nested VM: $(echo $failed); running them once more in a fresh one"
+                                # shellcheck disable=SC2086 # one test name per word
+                                run_nested testlog-kvm-retry $failed || true
+                                logs+=("retry:$builddir/meson-logs/testlog-kvm-retry.json")
+                        else
+                                status=1
+                        fi
+                fi
         fi
 fi
 
 # One closing line over every run: "N passed, N failed, N skipped".
-/usr/bin/python3 - "${logs[@]}" <<'PY'
+/usr/bin/python3 - "${logs[@]}" <<'PY' || status=1
 import json, sys
-passed = failed = skipped = 0
-for path in sys.argv[1:]:
+results = {}   # test name -> result, in order
+retried = []
+for arg in sys.argv[1:]:
+    retry = arg.startswith("retry:")
+    path = arg[len("retry:"):] if retry else arg
     try:
         f = open(path)
     except OSError:
-        failed += 1
+        results["missing log " + path] = "FAIL"
         print(f"missing test log {path}")
         continue
     for line in f:
-        r = json.loads(line).get("result")
-        if r in ("OK", "EXPECTEDFAIL"):
-            passed += 1
-        elif r == "SKIP":
-            skipped += 1
-        else:
-            failed += 1
+        t = json.loads(line)
+        if retry and t.get("result") in ("OK", "EXPECTEDFAIL"):
+            retried.append(t["name"])
+        results[t["name"]] = t.get("result")
+passed = sum(r in ("OK", "EXPECTEDFAIL") for r in results.values())
+skipped = sum(r == "SKIP" for r in results.values())
+failed = len(results) - passed - skipped
+if retried:
+    print("passed only on a second attempt in a fresh nested VM: " + ", ".join(retried))
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(1 if failed else 0)
 PY
 exit $status

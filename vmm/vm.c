@@ -86,6 +86,22 @@ bool vm_has_guest_event(const Vm *vm) {
         return (atomic_load(&vm->pending_events) & VM_EVENT_GUEST_MASK) != 0;
 }
 
+void vm_get_guest_event(Vm *vm, char *buf, size_t size) {
+        int ev = atomic_load(&vm->pending_events) & VM_EVENT_GUEST_MASK;
+
+        if (size == 0)
+                return;
+        buf[0] = 0;
+        if (ev & VM_EVENT_CRASH) {
+                pthread_mutex_lock(&vm->crash_lock);
+                snprintf(buf, size, "crashed: %s", vm->crash_reason);
+                pthread_mutex_unlock(&vm->crash_lock);
+        } else if (ev & VM_EVENT_POWEROFF)
+                snprintf(buf, size, "powered off");
+        else if (ev & VM_EVENT_RESET)
+                snprintf(buf, size, "reset");
+}
+
 bool vm_job_is_active(const Vm *vm) {
         return atomic_load(&vm->job_active);
 }

@@ -128,6 +128,8 @@ bool vm_job_is_active(const Vm *vm);
 /* A vCPU stopped on a fatal exit (triple fault, emulation failure) or the guest powered
  * off or reset while a job held its events back: the job must not send this guest. */
 bool vm_has_guest_event(const Vm *vm);
+/* What that event was, e.g. "crashed: triple fault (shutdown exit)"; "" if none. */
+void vm_get_guest_event(Vm *vm, char *buf, size_t size);
 /* Calls the state callback (old == new) to say that other properties changed. */
 void vm_notify_changed(Vm *vm);
 

@@ -624,6 +624,15 @@ class MigrationTest(VmmdTestCase):
         self.assertTrue(p['ProgressValid'])
         self.assertGreater(p['Progress'], 0)
         self.assertLess(p['Progress'], 1)
+        self.assertEqual(p['MaxBandwidth'], 16 << 20)
+        # libvirt's calls change the running job's limits too.
+        vm = self.src.vm(path)
+        vm.MigrateSetMaxDowntime(dbus.UInt64(1234), dbus.UInt32(0))
+        vm.MigrateSetMaxSpeed(dbus.UInt64(12), dbus.UInt32(0))
+        self.wait_job_state(self.src, job_path,
+                            lambda p: p['MaxDowntimeUSec'] == 1234000 and p['MaxBandwidth'] == 12 << 20,
+                            'the new limits on the running job')
+        self.assertEqual(vm.MigrateGetMaxDowntime(dbus.UInt32(0)), 1234)
         r = self.vmmctl('job-cancel', job_path.rsplit('/', 1)[1])
         self.assertEqual(r.returncode, 0, r.stderr)
         ok, ename, message = self.wait_job(self.src, job_path)

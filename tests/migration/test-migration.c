@@ -59,6 +59,9 @@ static VmConfig *make_config(const char *console, unsigned mem_mib, const char *
 static void start_source(Side *src, const char *name, unsigned mem_mib, const char *cmdline) {
         snprintf(src->console, sizeof src->console, "%s/%s-src.log", tmpdir, name);
         unlink(src->console);
+        /* Each test is well under 5 minutes; a hang prints where it is. */
+        hang_watchdog_arm(300);
+        hang_watchdog_watch(0, src->console);
         VmConfig *c = make_config(src->console, mem_mib, cmdline);
         assert_int_equal(vm_new(name, c, &src->vm), 0);
         vm_config_free(c);
@@ -77,6 +80,7 @@ static void start_destination(Side *dst, const char *name, const char *uri, uint
         char overlay[512];
         snprintf(dst->console, sizeof dst->console, "%s/%s-dst.log", tmpdir, name);
         unlink(dst->console);
+        hang_watchdog_watch(1, dst->console);
         snprintf(overlay, sizeof overlay, "{\"serial\":{\"mode\":\"file\",\"path\":\"%s\"}}", dst->console);
         IncomingParams ip = { .config_overlay = overlay, .timeout_s = timeout_s };
         assert_int_equal(vm_new_incoming(name, &dst->vm), 0);
@@ -154,6 +158,10 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
         run_until_finished(&src, &dst, 240000);
         print_stats("source", src.job);
         migration_job_get_stats(src.job, &st);
+        if (st.error_message[0]) {
+                hang_dump_file("source console", src.console, 1500);
+                hang_dump_file("destination console", dst.console, 1500);
+        }
         assert_string_equal(st.error_message, "");
         assert_int_equal(st.state, JOB_STATE_COMPLETED);
         assert_int_equal(vm_get_state(src.vm), VM_STATE_MIGRATED);
