@@ -9,7 +9,8 @@
 # Environment: VMMD_NESTED=never|auto|always (default auto), MESON_TEST_ARGS (extra
 # arguments for every `meson test`), VMMD_EXTRA=1 to run the 'kvm-extra' suite too (the
 # two-daemon migration test, see tests/dbus/meson.build), VMMD_NESTED_TIMEOUT (seconds
-# per attempt of the nested run, default 900; 1800 with VMMD_EXTRA=1).
+# per attempt of the nested run, default 480, the kvm suite taking about 3 minutes there;
+# 900 with VMMD_EXTRA=1).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -61,27 +62,27 @@ else
         run_suite host --no-suite kvm --no-suite kvm-extra
         if [ "$nested" = always ] || [ "$nested" = auto ]; then
                 echo "=== /dev/kvm is not usable here: running the kvm suite in a nested VM"
-                # Each attempt is bounded (the suite takes about 5 minutes there; its tests
+                # Each attempt is bounded (the suite takes about 3 minutes there; its tests
                 # have their own meson timeouts). An attempt whose VM hung (124: its kernel
-                # has soft-locked under TCG, or stopped making progress) or could not run
-                # the command (125) is repeated. Tests that fail are run once more in a
+                # has soft-locked under TCG, or stopped making progress: about 1 run in 5)
+                # or could not run the command (125) is repeated, up to 3 attempts. Tests that fail are run once more in a
                 # fresh VM: the emulated SVM of QEMU TCG sometimes crashes or stalls a guest
                 # while dirty logging is on (docs/migration.md, Known problems). A test
                 # counts as passed only if it passes there, and is then named in the
                 # closing line; one that fails twice fails the run.
-                budget=${VMMD_NESTED_TIMEOUT:-900}
-                if [ "${VMMD_EXTRA:-0}" = 1 ]; then budget=${VMMD_NESTED_TIMEOUT:-1800}; fi
+                budget=${VMMD_NESTED_TIMEOUT:-480}
+                if [ "${VMMD_EXTRA:-0}" = 1 ]; then budget=${VMMD_NESTED_TIMEOUT:-900}; fi
                 run_nested() { # logbase, then what to run
                         local logbase=$1 rc attempt
                         shift
-                        for attempt in 1 2; do
+                        for attempt in 1 2 3; do
                                 rc=0
                                 rm -f "$builddir/meson-logs/$logbase.json"
                                 bash tests/nested/run-in-vm.sh --timeout "$budget" -- \
                                         meson test -C "$top/$builddir" --print-errorlogs --logbase "$logbase" \
                                         "${extra[@]}" "$@" || rc=$?
                                 if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then break; fi
-                                echo "=== the nested VM failed (exit $rc) in attempt $attempt of 2"
+                                echo "=== the nested VM failed (exit $rc) in attempt $attempt of 3"
                         done
                         return "$rc"
                 }

@@ -319,6 +319,20 @@ cat_out=$!
 cat $R/err > "$perr" &
 cat_err=$!
 log "running the command at $(cut -d' ' -f1 /proc/uptime) s"
+# Once a minute, say on the console that this kernel still runs and what the command's
+# processes are doing (state, kernel wait channel): a hung run then shows where.
+(
+	while sleep 60; do
+		echo "vmmd-init: alive at $(cut -d' ' -f1 /proc/uptime) s, load $(cut -d' ' -f1-3 /proc/loadavg)"
+		for p in /proc/[0-9]*; do
+			[ -r $p/cmdline ] || continue
+			c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null | cut -c1-60)
+			case $c in ""|*vmmd-init*|"sleep "*|"cat "*) continue ;; esac
+			set -- $(cat $p/stat 2>/dev/null | sed 's/^.*) //')
+			echo "vmmd-init:   ${p#/proc/} $1 $(cat $p/wchan 2>/dev/null) $c"
+		done
+	done
+) > /dev/console 2>&1 &
 echo "started $(date +%s)" > /ctl/status
 chroot $H /bin/bash /run/vmmd-nested/cmd.sh < /dev/null > $R/out 2> $R/err
 rc=$?
@@ -326,7 +340,7 @@ log "command exited with $rc at $(cut -d' ' -f1 /proc/uptime) s"
 # end whatever the command left behind, so the FIFOs reach EOF
 for p in /proc/[0-9]*; do
 	pid=${p#/proc/}
-	case $pid in 1|$$|$cat_out|$cat_err) continue ;; esac
+	case $pid in 1|$$|$cat_out|$cat_err|$watcher) continue ;; esac
 	kill -9 "$pid" 2>/dev/null
 done
 wait $cat_out $cat_err 2>/dev/null
@@ -498,6 +512,7 @@ if [[ -f $ctl/rc ]]; then
 fi
 if [[ -n $timeout_s && $qrc == 124 ]] || [[ -n $timeout_s && $qrc == 137 ]]; then
 	echo "$prog: timed out after $timeout_s s" >&2
+	echo "--- guest console (tail) ---" >&2; tail -n 40 "$run/console.log" >&2 || true
 	exit 124
 fi
 status=$(cat "$ctl/status" 2>/dev/null || true)
