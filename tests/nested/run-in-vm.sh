@@ -465,7 +465,7 @@ cat_pids+=($!)
 
 # kvm_amd.vgif=0: with the virtual GIF that QEMU TCG's emulated SVM offers, L2 guests
 # under dirty logging triple-faulted now and then and the whole VM sometimes froze (8 of
-# about 20 runs); without it, no crash since, one freeze (tests/nested/README.md).
+# about 20 runs); without it, fewer, not none (tests/nested/README.md).
 # shellcheck disable=SC2054 # the commas are qemu's
 qemu=(qemu-system-x86_64
 	-accel tcg,thread=multi -cpu "${VMMD_NESTED_CPU:-max}" -smp "$smp" -m "$mem"
