@@ -127,7 +127,7 @@ static int read_string_variant(sd_bus_message *m, const char *type, char **field
         return 0;
 }
 
-int vm_info_read_properties(sd_bus_message *m, VmInfo *i) {
+int ctl_read_properties(sd_bus_message *m, CtlPropertyReader read, void *userdata) {
         int r;
 
         r = sd_bus_message_enter_container(m, 'a', "{sv}");
@@ -142,22 +142,8 @@ int vm_info_read_properties(sd_bus_message *m, VmInfo *i) {
                 r = sd_bus_message_peek_type(m, NULL, &contents);
                 if (r < 0)
                         return r;
-
-                if (strcmp(key, "Name") == 0 && strcmp(contents, "s") == 0)
-                        r = read_string_variant(m, "s", &i->name);
-                else if (strcmp(key, "State") == 0 && strcmp(contents, "s") == 0)
-                        r = read_string_variant(m, "s", &i->state);
-                else if (strcmp(key, "Config") == 0 && strcmp(contents, "s") == 0)
-                        r = read_string_variant(m, "s", &i->config);
-                else if (strcmp(key, "ConsolePath") == 0 && strcmp(contents, "s") == 0)
-                        r = read_string_variant(m, "s", &i->console_path);
-                else if (strcmp(key, "Job") == 0 && strcmp(contents, "o") == 0)
-                        r = read_string_variant(m, "o", &i->job);
-                else if (strcmp(key, "VCPUs") == 0 && strcmp(contents, "u") == 0)
-                        r = sd_bus_message_read(m, "v", "u", &i->vcpus);
-                else if (strcmp(key, "MemoryBytes") == 0 && strcmp(contents, "t") == 0)
-                        r = sd_bus_message_read(m, "v", "t", &i->memory_bytes);
-                else
+                r = read(m, key, contents, userdata);
+                if (r == 0)
                         r = sd_bus_message_skip(m, "v");
                 if (r < 0)
                         return r;
@@ -168,4 +154,31 @@ int vm_info_read_properties(sd_bus_message *m, VmInfo *i) {
         if (r < 0)
                 return r;
         return sd_bus_message_exit_container(m);
+}
+
+static int read_vm_property(sd_bus_message *m, const char *key, const char *contents, void *userdata) {
+        VmInfo *i = userdata;
+        int r;
+
+        if (strcmp(key, "Name") == 0 && strcmp(contents, "s") == 0)
+                r = read_string_variant(m, "s", &i->name);
+        else if (strcmp(key, "State") == 0 && strcmp(contents, "s") == 0)
+                r = read_string_variant(m, "s", &i->state);
+        else if (strcmp(key, "Config") == 0 && strcmp(contents, "s") == 0)
+                r = read_string_variant(m, "s", &i->config);
+        else if (strcmp(key, "ConsolePath") == 0 && strcmp(contents, "s") == 0)
+                r = read_string_variant(m, "s", &i->console_path);
+        else if (strcmp(key, "Job") == 0 && strcmp(contents, "o") == 0)
+                r = read_string_variant(m, "o", &i->job);
+        else if (strcmp(key, "VCPUs") == 0 && strcmp(contents, "u") == 0)
+                r = sd_bus_message_read(m, "v", "u", &i->vcpus);
+        else if (strcmp(key, "MemoryBytes") == 0 && strcmp(contents, "t") == 0)
+                r = sd_bus_message_read(m, "v", "t", &i->memory_bytes);
+        else
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+int vm_info_read_properties(sd_bus_message *m, VmInfo *i) {
+        return ctl_read_properties(m, read_vm_property, i);
 }

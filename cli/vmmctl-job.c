@@ -197,43 +197,26 @@ static int read_breakdown(sd_bus_message *m, JobInfo *j) {
         return sd_bus_message_exit_container(m);
 }
 
-int job_info_read_properties(sd_bus_message *m, JobInfo *j) {
+static int read_job_property(sd_bus_message *m, const char *key, const char *contents, void *userdata) {
+        JobInfo *j = userdata;
+        size_t f;
         int r;
 
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                size_t f;
+        for (f = 0; f < ELEMENTSOF(job_fields); f++)
+                if (strcmp(key, job_fields[f].name) == 0)
+                        break;
+        if (f < ELEMENTSOF(job_fields) && contents[0] == field_signature[job_fields[f].type] &&
+            contents[1] == '\0')
+                r = read_field(m, f, j);
+        else if (strcmp(key, "DowntimeBreakdown") == 0 && strcmp(contents, "a{st}") == 0)
+                r = read_breakdown(m, j);
+        else
+                return 0;
+        return r < 0 ? r : 1;
+}
 
-                r = sd_bus_message_read(m, "s", &key);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, NULL, &contents);
-                if (r < 0)
-                        return r;
-
-                for (f = 0; f < ELEMENTSOF(job_fields); f++)
-                        if (strcmp(key, job_fields[f].name) == 0)
-                                break;
-                if (f < ELEMENTSOF(job_fields) && contents[0] ==
-                                                          field_signature[job_fields[f].type] &&
-                    contents[1] == '\0')
-                        r = read_field(m, f, j);
-                else if (strcmp(key, "DowntimeBreakdown") == 0 && strcmp(contents, "a{st}") == 0)
-                        r = read_breakdown(m, j);
-                else
-                        r = sd_bus_message_skip(m, "v");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
+int job_info_read_properties(sd_bus_message *m, JobInfo *j) {
+        return ctl_read_properties(m, read_job_property, j);
 }
 
 int job_info_fetch(Ctl *c, const char *path, JobInfo *j) {
@@ -399,18 +382,10 @@ static json_object *job_info_to_json(const JobInfo *j) {
         return o;
 }
 
-static int print_json(json_object *o) {
-        const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!s)
-                return -ENOMEM;
-        puts(s);
-        return 0;
-}
 
 int job_info_print_json(const JobInfo *j) {
         json_object *o = job_info_to_json(j);
-        int r = o ? print_json(o) : -ENOMEM;
+        int r = o ? ctl_print_json(o) : -ENOMEM;
 
         json_object_put(o);
         return r;
@@ -485,7 +460,7 @@ int verb_jobs(Ctl *c, int argc, char *argv[]) {
                 return ctl_log_error(r, "Malformed reply from vmmd: %s", strerror(-r));
         }
         if (array) {
-                r = print_json(array);
+                r = ctl_print_json(array);
                 json_object_put(array);
                 return r;
         }
@@ -579,7 +554,7 @@ static int print_libvirt_stats(Ctl *c, const char *path) {
         if (r < 0)
                 return ctl_log_error(r, "Malformed reply from vmmd: %s", strerror(-r));
         if (c->json)
-                r = print_json(o);
+                r = ctl_print_json(o);
         else {
                 json_object_object_foreach(o, key, val)
                         printf("%-24s %s\n", key, json_object_get_string(val));
@@ -718,7 +693,7 @@ int verb_job(Ctl *c, int argc, char *argv[]) {
                 json_object *o = job_info_to_json(&j);
                 if (o)
                         json_object_object_add(o, "Iterations", iterations_to_json(c, path));
-                r = o ? print_json(o) : -ENOMEM;
+                r = o ? ctl_print_json(o) : -ENOMEM;
                 json_object_put(o);
         } else {
                 job_info_print(&j);

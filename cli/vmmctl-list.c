@@ -46,7 +46,7 @@ static json_object *vm_info_to_json(const VmInfo *i, bool with_config) {
         return o;
 }
 
-static int print_json(json_object *o) {
+int ctl_print_json(json_object *o) {
         const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
                                                                   JSON_C_TO_STRING_NOSLASHESCAPE);
         if (!s)
@@ -153,7 +153,7 @@ int verb_list(Ctl *c, int argc, char *argv[]) {
                 json_object *a = json_object_new_array();
                 for (size_t i = 0; a && i < n; i++)
                         json_object_array_add(a, vm_info_to_json(&infos[i], false));
-                r = a ? print_json(a) : -ENOMEM;
+                r = a ? ctl_print_json(a) : -ENOMEM;
                 json_object_put(a);
         } else if (n == 0)
                 puts("No VMs.");
@@ -208,7 +208,7 @@ int verb_status(Ctl *c, int argc, char *argv[]) {
 
         if (c->json) {
                 json_object *o = vm_info_to_json(&info, true);
-                r = o ? print_json(o) : -ENOMEM;
+                r = o ? ctl_print_json(o) : -ENOMEM;
                 json_object_put(o);
         } else {
                 printf("%s\n", info.name ?: "");

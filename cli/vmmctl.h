@@ -51,6 +51,15 @@ typedef struct VmInfo {
         char *console_path;
 } VmInfo;
 
+/* Walks an a{sv} of properties: 'read' gets each key and its variant's signature and
+ * returns 1 if it read the variant, 0 to have it skipped, or -errno. */
+typedef int (*CtlPropertyReader)(sd_bus_message *m, const char *key, const char *contents, void *userdata);
+int ctl_read_properties(sd_bus_message *m, CtlPropertyReader read, void *userdata);
+
+/* Prints a JSON value, pretty, on stdout. */
+struct json_object;
+int ctl_print_json(struct json_object *o);
+
 void vm_info_done(VmInfo *i);
 /* Reads an a{sv} of the org.vmmd.VMM1.VM properties. */
 int vm_info_read_properties(sd_bus_message *m, VmInfo *i);

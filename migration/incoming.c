@@ -94,11 +94,11 @@ static void *prefault_thread(void *p) {
                 if (!(in->map[c / 8] & (1u << (c % 8))))
                         continue;
                 uint64_t len = MIN(chunk, in->ram_size - c * chunk);
-                if (madvise(in->ram + c * chunk, len, MADV_POPULATE_WRITE) < 0) {
-                        if (errno == EINTR || errno == EAGAIN) {
-                                c--;
-                                continue;
-                        }
+                int r;
+                while ((r = madvise(in->ram + c * chunk, len, MADV_POPULATE_WRITE)) < 0 &&
+                       (errno == EINTR || errno == EAGAIN))
+                        ;
+                if (r < 0) {
                         log_debug("prefault stopped at 0x%" PRIx64 ": %m", c * chunk);
                         break;
                 }
@@ -137,7 +137,6 @@ static void stop_prefault(Incoming *in) {
         atomic_store(&in->prefault_stop, true);
         pthread_join(in->prefault_thread, NULL);
         in->prefault_started = false;
-        in->j->stats.prefault_bytes = atomic_load(&in->prefaulted);
         in->j->stats.prefault_us = in->prefault_us;
         log_debug("%s: prefaulted %" PRIu64 " MiB in %" PRIu64 " ms", vm_get_name(in->j->vm),
                   atomic_load(&in->prefaulted) >> 20, in->prefault_us / 1000);

@@ -640,11 +640,12 @@ void *outgoing_thread(void *p) {
 
 fail:
         stop_harvester(&o);
+        /* Whether it resumes here or waits for the operator, the guest runs on neither
+         * throttled nor logged. */
+        (void)vm_set_throttle(j->vm, 0);
+        (void)vm_dirty_log_stop(j->vm);
         if (atomic_load(&j->committed)) {
-                /* The destination may be running the guest: never resume here. Leave
-                 * it as a Resume() by the operator wants it: not throttled, not logged. */
-                (void)vm_set_throttle(j->vm, 0);
-                (void)vm_dirty_log_stop(j->vm);
+                /* The destination may be running the guest: never resume here. */
                 (void)vm_set_migration_state(j->vm, VM_STATE_MIGRATION_UNKNOWN);
                 if (s->state != JOB_STATE_FAILED)
                         job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
@@ -656,8 +657,6 @@ fail:
                 const char *msg = job_cancelled(j) ? "cancelled by the source" : "source failed";
                 if (o.fds[0] >= 0 && !job_cancelled(j))
                         (void)mig_send_msg(o.fds[0], MIG_ERROR, (uint64_t)-r, 0, msg, (uint32_t)strlen(msg));
-                (void)vm_set_throttle(j->vm, 0);
-                (void)vm_dirty_log_stop(j->vm);
                 if (o.paused_by_us)
                         (void)vm_resume(j->vm);
                 if (s->state != JOB_STATE_FAILED && s->state != JOB_STATE_CANCELLED) {

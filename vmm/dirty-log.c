@@ -88,12 +88,9 @@ void vcpu_unmap_dirty_ring(Vcpu *v) {
         v->ring = NULL;
 }
 
-/* Sets the bits of 'pages' pages from guest page 'first' of region 'slot'. */
-static void mark_pending(Vm *vm, unsigned slot, uint64_t first, uint64_t pages) {
-        const VmMemoryRegion *reg = &vm->mem.regions[slot];
-        uint64_t base = reg->host_offset >> PAGE_SHIFT;
-
-        for (uint64_t p = base + first; p < base + first + pages; p++)
+/* Sets the bits of host pages [first, last] (page numbers in the host mapping). */
+static void mark_pending(Vm *vm, uint64_t first, uint64_t last) {
+        for (uint64_t p = first; p <= last; p++)
                 vm->dirty_pending[p / BITS_PER_WORD] |= 1UL << (p % BITS_PER_WORD);
 }
 
@@ -116,8 +113,10 @@ static int collect_rings_locked(Vm *vm) {
                                 break;
                         unsigned slot = e->slot & 0xffff; /* the address space id is in the high half */
                         if (vm->dirty_pending && slot < vm->mem.n_regions &&
-                            e->offset < vm->mem.regions[slot].size >> PAGE_SHIFT)
-                                mark_pending(vm, slot, e->offset, 1);
+                            e->offset < vm->mem.regions[slot].size >> PAGE_SHIFT) {
+                                uint64_t page = (vm->mem.regions[slot].host_offset >> PAGE_SHIFT) + e->offset;
+                                mark_pending(vm, page, page);
+                        }
                         __atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
                         v->ring_fetch++;
                         n++;
@@ -294,21 +293,19 @@ const char *vm_dirty_log_method(const Vm *vm) {
 }
 
 int vm_write_guest(Vm *vm, uint64_t gpa, const void *data, uint64_t len) {
-        int r;
+        uint8_t *p;
 
         if (!vm->built)
                 return -ESTALE;
+        p = guest_memory_ptr(&vm->mem, gpa, len);
+        if (!p)
+                return -EFAULT;
         pthread_mutex_lock(&vm->dirty_lock);
-        r = guest_memory_write(&vm->mem, gpa, data, len);
-        if (r == 0 && vm->dirty_logging && len > 0)
-                for (unsigned i = 0; i < vm->mem.n_regions; i++) {
-                        const VmMemoryRegion *reg = &vm->mem.regions[i];
-                        if (gpa >= reg->gpa && gpa + len <= reg->gpa + reg->size) {
-                                uint64_t first = (gpa - reg->gpa) >> PAGE_SHIFT;
-                                uint64_t last = (gpa - reg->gpa + len - 1) >> PAGE_SHIFT;
-                                mark_pending(vm, i, first, last - first + 1);
-                        }
-                }
+        memcpy(p, data, len);
+        if (vm->dirty_logging && len > 0) {
+                uint64_t off = (uint64_t)(p - vm->mem.base);
+                mark_pending(vm, off >> PAGE_SHIFT, (off + len - 1) >> PAGE_SHIFT);
+        }
         pthread_mutex_unlock(&vm->dirty_lock);
-        return r;
+        return 0;
 }
