@@ -426,7 +426,7 @@ static int setup(Outgoing *o) {
         if (r < 0)
                 return r;
 
-        /* Only now: registering RAM as fixed buffers pins, and so faults in, all of it. */
+        /* After the residency snapshot: a zero-copy slot is pinned (faulted in) when registered. */
         bool zc = j->params.zerocopy == ZEROCOPY_ON ||
                   (j->params.zerocopy == ZEROCOPY_AUTO && !migration_uri_is_local(&j->uri));
         r = sender_init(&o->sender, o->fds, o->n_conns, o->ram, o->ram_size, zc);

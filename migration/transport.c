@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
 #include "transport.h"
 
 #define RING_ENTRIES 1024
-#define FIXED_BUF_SIZE (UINT64_C(1) << 30) /* io_uring's limit for one registered buffer */
+#define ZC_SLOT_MIN (UINT64_C(2) << 20) /* a page run never crosses a 2 MiB boundary */
+#define ZC_SLOT_MAX (UINT64_C(1) << 30) /* io_uring's limit for one registered buffer */
+#define ZC_SLOTS_MAX 16384u             /* io_uring's limit for the buffer table */
 
 /* user_data: conn << 8 | batch << 1 | is_data. */
 static uint64_t tag(unsigned conn, unsigned batch, bool is_data) {
@@ -27,20 +30,45 @@ int sender_init(Sender *s, const int *fds, unsigned n, uint8_t *ram, uint64_t ra
         s->ring_ready = true;
 
         if (zerocopy) {
-                unsigned nbuf = (unsigned)DIV_ROUND_UP(ram_size, FIXED_BUF_SIZE);
-                struct iovec iov[64];
-                if (nbuf > ELEMENTSOF(iov))
+                /* A sparse table: a slot is registered (and so pinned and faulted in) only
+                 * when a page in it is first sent. Registering all of RAM up front would
+                 * fault in every page the guest never touched. */
+                s->slot_size = ZC_SLOT_MIN;
+                while (DIV_ROUND_UP(ram_size, s->slot_size) > ZC_SLOTS_MAX && s->slot_size < ZC_SLOT_MAX)
+                        s->slot_size <<= 1;
+                s->n_slots = (unsigned)DIV_ROUND_UP(ram_size, s->slot_size);
+                if (s->n_slots > ZC_SLOTS_MAX)
                         return -E2BIG;
-                for (unsigned i = 0; i < nbuf; i++)
-                        iov[i] = (struct iovec){
-                                .iov_base = ram + (uint64_t)i * FIXED_BUF_SIZE,
-                                .iov_len = MIN(FIXED_BUF_SIZE, ram_size - (uint64_t)i * FIXED_BUF_SIZE),
-                        };
-                r = io_uring_register_buffers(&s->ring, iov, nbuf);
+                s->slot_registered = calloc(s->n_slots, sizeof(bool));
+                if (!s->slot_registered)
+                        return -ENOMEM;
+                r = io_uring_register_buffers_sparse(&s->ring, s->n_slots);
                 if (r < 0)
                         return r;
                 s->buffers_registered = true;
         }
+        return 0;
+}
+
+/* The fixed-buffer index for a message at 'offset', registering its slot on first use. */
+static int zc_slot(Sender *s, uint64_t offset, uint32_t len, unsigned *ret) {
+        unsigned slot = (unsigned)(offset / s->slot_size);
+        uint64_t start = (uint64_t)slot * s->slot_size;
+
+        if (slot >= s->n_slots || offset + len > start + s->slot_size)
+                return -EINVAL;
+        if (!s->slot_registered[slot]) {
+                struct iovec iov = {
+                        .iov_base = s->ram + start,
+                        .iov_len = MIN(s->slot_size, s->ram_size - start),
+                };
+                int r = io_uring_register_buffers_update_tag(&s->ring, slot, &iov, NULL, 1);
+                if (r < 0)
+                        return r;
+                s->slot_registered[slot] = true;
+                s->slots_in_use++;
+        }
+        *ret = slot;
         return 0;
 }
 
@@ -131,7 +159,7 @@ static int submit_batch(Sender *s, unsigned ci, unsigned bi) {
                 uint8_t *p = s->ram + b->msgs[i].offset;
                 if (s->zerocopy) {
                         io_uring_prep_send_zc_fixed(sqe, c->fd, p, b->msgs[i].len, MSG_WAITALL | MSG_NOSIGNAL,
-                                                    0, (unsigned)(b->msgs[i].offset / FIXED_BUF_SIZE));
+                                                    0, b->msgs[i].slot);
                         s->notifs_pending++;
                 } else
                         io_uring_prep_send(sqe, c->fd, p, b->msgs[i].len, MSG_WAITALL | MSG_NOSIGNAL);
@@ -181,8 +209,15 @@ int sender_queue(Sender *s, unsigned ci, uint32_t type, uint64_t a, uint64_t b, 
                         return r;
                 batch = &c->batch[c->filling];
         }
+        unsigned slot = 0;
+        if (data_len && s->zerocopy) {
+                r = zc_slot(s, data_offset, data_len, &slot);
+                if (r < 0)
+                        return r;
+        }
         mig_header_encode(&(MigHeader){ .type = type, .len = data_len, .a = a, .b = b },
                           batch->headers[batch->n_msgs]);
+        batch->msgs[batch->n_msgs].slot = slot;
         batch->msgs[batch->n_msgs].offset = data_offset;
         batch->msgs[batch->n_msgs].len = data_len;
         batch->msgs[batch->n_msgs].has_data = data_len > 0;
@@ -230,6 +265,8 @@ void sender_done(Sender *s) {
         }
         if (s->buffers_registered)
                 (void)io_uring_unregister_buffers(&s->ring);
+        free(s->slot_registered);
+        s->slot_registered = NULL;
         io_uring_queue_exit(&s->ring);
         s->ring_ready = false;
 }

@@ -9,8 +9,9 @@
 #include "wire.h"
 
 /* The sending side of the migration stream, on io_uring. Page data goes out straight from
- * guest RAM: with zero-copy, RAM is registered once as fixed buffers (1 GiB each) and sent
- * with IORING_OP_SEND_ZC on them; otherwise with plain IORING_OP_SEND. Messages on one
+ * guest RAM: with zero-copy, each 2 MiB slot of RAM (larger for guests over 32 GiB) is
+ * registered as a fixed buffer when a page in it is first sent, and pages go out with
+ * IORING_OP_SEND_ZC on it; otherwise with plain IORING_OP_SEND. Messages on one
  * connection stay in order: each connection has at most one batch of linked requests in
  * flight while the next batch fills. */
 
@@ -25,6 +26,7 @@ typedef struct SenderBatch {
         struct {
                 uint64_t offset;
                 uint32_t len;
+                unsigned slot; /* fixed buffer, with zero-copy */
                 bool has_data;
         } msgs[SENDER_BATCH];
 } SenderBatch;
@@ -40,6 +42,10 @@ typedef struct Sender {
         bool ring_ready;
         bool zerocopy;
         bool buffers_registered;
+        uint64_t slot_size;    /* bytes of RAM per fixed-buffer slot, with zero-copy */
+        unsigned n_slots;
+        unsigned slots_in_use; /* registered so far */
+        bool *slot_registered;
         uint8_t *ram;
         uint64_t ram_size;
         unsigned n_conns;
