@@ -152,6 +152,16 @@ int main(int argc, char **argv) {
                 for (int p = 0; p < _DOWNTIME_PHASE_MAX; p++)
                         printf(" %s=%" PRIu64, downtime_phase_to_string(p), st.downtime_breakdown_us[p]);
                 printf("\n");
+                /* Each pass, and the downtime the job expected after it: the last one is
+                 * what it promised when it paused the guest. */
+                MigrationIteration its[MIGRATION_MAX_ITERATIONS_KEPT];
+                size_t n_it = migration_job_get_iterations(src.job, its, ELEMENTSOF(its));
+                for (size_t i = 0; i < n_it && i < ELEMENTSOF(its); i++)
+                        printf("       pass %u: %" PRIu64 " MiB in %" PRIu64 " ms (%" PRIu64
+                               " MiB/s), %" PRIu64 " pages dirty after it, throttle %u%%, expected downtime %" PRIu64
+                               " ms\n",
+                               its[i].index + 1, its[i].bytes >> 20, its[i].duration_us / 1000, its[i].bandwidth >> 20,
+                               its[i].dirty_pages, its[i].throttle_percent, its[i].expected_downtime_us / 1000);
                 sum_total += st.elapsed_us / 1000;
                 sum_down += st.downtime_us;
                 sum_bytes += st.bytes_processed;

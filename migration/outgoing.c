@@ -21,6 +21,7 @@
 #define HARVEST_INTERVAL_NS (30 * 1000 * 1000)
 #define CONN_CHUNK_PAGES 512 /* 2 MiB: a page always travels on the same connection */
 #define PUBLISH_INTERVAL_US (100 * 1000)
+#define BANDWIDTH_SAMPLE_MIN (UINT64_C(1) << 20) /* a pass this large measures the link */
 #define STATE_COST_US 2000   /* until measured: saving and sending vCPU/device state */
 #define STATE_SIZE_ESTIMATE (32 * 1024) /* bytes of vCPU/device state, about */
 #define REPLY_TIMEOUT_S 60
@@ -583,11 +584,16 @@ void *outgoing_thread(void *p) {
                         goto fail;
 
                 uint64_t dt = now_usec() - t_pass, bytes = o.sender.bytes_completed - bytes0;
-                if (dt > 0 && bytes > 0) {
-                        uint64_t bw = bytes * USEC_PER_SEC / dt;
-                        o.bandwidth = o.bandwidth ? (o.bandwidth + bw) / 2 : bw;
-                }
-                uint64_t bw = MAX(o.bandwidth, UINT64_C(1));
+                uint64_t pass_bw = dt > 0 ? bytes * USEC_PER_SEC / dt : 0;
+                if (pass_bw > 0)
+                        o.bandwidth = o.bandwidth ? (o.bandwidth + pass_bw) / 2 : pass_bw;
+                /* The estimate takes the slower of the smoothed rate and this pass's (when
+                 * the pass was large enough to measure): a last pass slower than the earlier
+                 * ones must not make it promise a downtime it cannot keep. */
+                uint64_t bw = o.bandwidth;
+                if (bytes >= BANDWIDTH_SAMPLE_MIN && pass_bw > 0)
+                        bw = MIN(bw, pass_bw);
+                bw = MAX(bw, UINT64_C(1));
                 uint64_t max_bw = atomic_load(&j->max_bandwidth);
                 if (max_bw)
                         bw = MIN(bw, max_bw);
