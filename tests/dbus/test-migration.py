@@ -10,8 +10,8 @@ the test guest (guest/README.md):
   verifier finds every page consistent with one switchover point;
 - auto-converge throttles a guest that dirties faster than the bandwidth limit until it
   converges; without it, the migration fails at timeout_s with the source running;
-- cancel during precopy, a destination vmmd killed (SIGKILL) mid-stream, and a garbled
-  stream end the jobs as cancelled/failed with a message, readable afterwards (properties,
+- cancel during precopy, a destination vmmd killed (SIGKILL) mid-stream (during precopy,
+  and during the state transfer before the commit), and a garbled stream end the jobs as cancelled/failed with a message, readable afterwards (properties,
   GetStats, GetJobStats), the source guest still running;
 - Migrate's named errors for bad options and states;
 - vmmctl migrate / receive / jobs / job / job-cancel against the same daemons.
@@ -23,15 +23,17 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 import dbus
 
 from vmmd_test import (BUS_NAME, ERR, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, PROPS_IFACE, VM_IFACE,
                        Bus, Daemon, VmmdTestCase, die_with_parent, env_path, have_kvm, main, skip,
-                       spin, wait_until)
+                       wait_until)
 
 if not have_kvm():
     skip('no usable /dev/kvm: guests cannot run here (tests/nested/run-in-vm.sh runs them)')
@@ -78,6 +80,70 @@ def read_file(path):
             return f.read()
     except FileNotFoundError:
         return b''
+
+
+MIG_HEADER = struct.Struct('<IIQQ')  # type, payload length, a, b (docs/migration.md)
+MIG_STATE = 7
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+class StateKillingProxy(threading.Thread):
+    """Passes one migration connection from the source on to the destination, message by
+    message; when the source's STATE message (the vCPU/device state, sent with the guest
+    paused) arrives, it SIGKILLs the destination vmmd instead of passing it on, so the
+    destination dies during the state transfer, before the commit."""
+
+    def __init__(self, listen_path, target_path, victim):
+        super().__init__(daemon=True)
+        self.target_path = target_path
+        self.victim = victim
+        self.types = []  # message types passed on
+        self.killed = False
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(listen_path)
+        self.listener.listen(1)
+        self.listener.settimeout(MIGRATION_TIMEOUT)
+
+    def _back(self, dst, src):
+        try:
+            while (data := dst.recv(1 << 16)):
+                src.sendall(data)
+        except OSError:
+            pass
+
+    def run(self):
+        src, _ = self.listener.accept()
+        dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            dst.connect(self.target_path)
+            threading.Thread(target=self._back, args=(dst, src), daemon=True).start()
+            while (hdr := recv_exact(src, MIG_HEADER.size)) is not None:
+                mtype, length, _, _ = MIG_HEADER.unpack(hdr)
+                if mtype == MIG_STATE:
+                    self.victim.daemon.proc.send_signal(signal.SIGKILL)
+                    self.victim.daemon.proc.wait(30)
+                    self.killed = True
+                    break
+                payload = recv_exact(src, length) if length else b''
+                if payload is None:
+                    break
+                dst.sendall(hdr + payload)
+                self.types.append(mtype)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+            src.close()
+            self.listener.close()
 
 
 class Side:
@@ -657,6 +723,29 @@ class MigrationTest(VmmdTestCase):
             victim.daemon.proc.wait(30)
             ok, ename, message = self.wait_job(self.src, job_path)
             self.assertEqual((ok, ename), (False, ERR + 'MigrationFailed'))
+            self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
+        finally:
+            victim.close(False)
+
+    def test_10_destination_killed_during_state(self):
+        """The destination vmmd is killed (SIGKILL) while the source sends the vCPU and
+        device state, its guest paused, before the commit: failed, and the source guest
+        resumes and runs on."""
+        victim = Side.start(self.tmpdir, 'victim2')
+        try:
+            name = 'victim2'
+            path = self.start_guest(name, 'work=verify mib=16', passes=1)
+            uri = self.unix_uri(name)
+            self.receive(name, uri, side=victim)
+            proxy = StateKillingProxy(os.path.join(self.tmpdir, 'victim2-proxy.sock'), uri[5:], victim)
+            proxy.start()
+            job_path = self.migrate(path, 'unix:' + os.path.join(self.tmpdir, 'victim2-proxy.sock'))
+            ok, ename, message = self.wait_job(self.src, job_path)
+            proxy.join(60)
+            self.assertTrue(proxy.killed, f'no STATE message came; passed on: {proxy.types}')
+            self.assertIn(3, proxy.types)  # pages went through before the state
+            self.assertEqual((ok, ename), (False, ERR + 'MigrationFailed'))
+            self.assertTrue(message.startswith('switchover:'), message)
             self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
         finally:
             victim.close(False)
