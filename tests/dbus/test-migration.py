@@ -96,6 +96,30 @@ def recv_exact(sock, n):
     return bytes(buf)
 
 
+def thread_report(pid):
+    """Each thread of a process: state, CPU time (clock ticks), wait channel and kernel
+    stack, for a guest that stops heart-beating."""
+    out = []
+    try:
+        tids = sorted(os.listdir(f'/proc/{pid}/task'), key=int)
+    except OSError as e:
+        return f'(pid {pid}: {e.strerror})'
+    for tid in tids:
+        base = f'/proc/{pid}/task/{tid}'
+
+        def rd(n):
+            try:
+                with open(f'{base}/{n}') as f:
+                    return f.read().strip()
+            except OSError as e:
+                return f'({e.strerror})'
+        fields = rd('stat').rsplit(')', 1)[-1].split()
+        state, cpu = (fields[0], int(fields[11]) + int(fields[12])) if len(fields) > 12 else ('?', 0)
+        out.append(f'  {tid} {rd("comm")} {state} cpu={cpu} wchan={rd("wchan")}\n'
+                   + ''.join(f'    {line}\n' for line in rd('stack').splitlines()))
+    return ''.join(out)
+
+
 class StateKillingProxy(threading.Thread):
     """Passes one migration connection from the source on to the destination, message by
     message; when the source's STATE message (the vCPU/device state, sent with the guest
@@ -268,7 +292,14 @@ class MigrationTest(VmmdTestCase):
         try:
             wait_until(check, timeout, what)
         except TimeoutError:
-            self.fail(f'{what}: console {path} ends with {read_file(path)[-600:]!r}')
+            report = ''
+            for side in (self.src, self.dst):
+                if side.daemon.alive():
+                    for i in range(2):  # twice, to tell spinning threads from waiting ones
+                        report += f'--- threads of vmmd {side.daemon.proc.pid} ({side.dir}), sample {i + 1}:\n'
+                        report += thread_report(side.daemon.proc.pid)
+                        time.sleep(2)
+            self.fail(f'{what}: console {path} ends with {read_file(path)[-600:]!r}\n{report}')
         return hbs
 
     def start_guest(self, name, cmdline, memory_mib=MEM_MIB, passes=0):
