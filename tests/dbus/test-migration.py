@@ -153,8 +153,7 @@ class StateKillingProxy(threading.Thread):
             while (hdr := recv_exact(src, MIG_HEADER.size)) is not None:
                 mtype, length, _, _ = MIG_HEADER.unpack(hdr)
                 if mtype == MIG_STATE:
-                    self.victim.daemon.proc.send_signal(signal.SIGKILL)
-                    self.victim.daemon.proc.wait(30)
+                    self.victim.kill()
                     self.killed = True
                     break
                 payload = recv_exact(src, length) if length else b''
@@ -229,6 +228,11 @@ class Side:
 
     def job_changes(self, path):
         return [(t, c) for t, p, c in self.changes if p == path]
+
+    def kill(self):
+        """SIGKILL to its vmmd, and wait for it to be gone."""
+        self.daemon.proc.send_signal(signal.SIGKILL)
+        self.daemon.proc.wait(30)
 
     def close(self, failed):
         if failed:
@@ -324,6 +328,16 @@ class MigrationTest(VmmdTestCase):
         vm_path, job_path = str(vm_path), str(job_path)
         self.assertEqual(side.vm_state(vm_path), 'incoming')
         return vm_path, job_path
+
+    def start_victim(self, name, cmdline):
+        """A guest on the source, and a destination vmmd of its own (to be killed) ready
+        to receive it; returns (that Side, the source VM's path, the URI)."""
+        victim = Side.start(self.tmpdir, name)
+        self.addCleanup(victim.close, False)
+        path = self.start_guest(name, cmdline, passes=1)
+        uri = self.unix_uri(name)
+        self.receive(name, uri, side=victim)
+        return victim, path, uri
 
     def migrate(self, vm_path, uri, **kw):
         return str(self.src.vm(vm_path).Migrate(uri, opts(**kw)))
@@ -742,46 +756,32 @@ class MigrationTest(VmmdTestCase):
 
     def test_08_destination_killed(self):
         """The destination vmmd is killed (SIGKILL) mid-stream: failed, the source runs on."""
-        victim = Side.start(self.tmpdir, 'victim')
-        try:
-            name = 'victim'
-            path = self.start_guest(name, 'work=verify mib=128', passes=1)
-            uri = self.unix_uri(name)
-            self.receive(name, uri, side=victim)
-            job_path = self.migrate(path, uri, max_bandwidth_mibps=16)
-            self.wait_job_state(self.src, job_path, lambda p: p['BytesProcessed'] > 4 << 20 or
-                                p['State'] not in ('setup', 'active'), 'precopy to send 4 MiB')
-            self.assertEqual(self.src.job_props(job_path)['Phase'], 'precopy')
-            victim.daemon.proc.send_signal(signal.SIGKILL)
-            victim.daemon.proc.wait(30)
-            ok, ename, message = self.wait_job(self.src, job_path)
-            self.assertEqual((ok, ename), (False, ERR + 'MigrationFailed'))
-            self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
-        finally:
-            victim.close(False)
+        victim, path, uri = self.start_victim('victim', 'work=verify mib=128')
+        job_path = self.migrate(path, uri, max_bandwidth_mibps=16)
+        self.wait_job_state(self.src, job_path, lambda p: p['BytesProcessed'] > 4 << 20 or
+                            p['State'] not in ('setup', 'active'), 'precopy to send 4 MiB')
+        self.assertEqual(self.src.job_props(job_path)['Phase'], 'precopy')
+        victim.kill()
+        ok, ename, message = self.wait_job(self.src, job_path)
+        self.assertEqual((ok, ename), (False, ERR + 'MigrationFailed'))
+        self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
 
     def test_10_destination_killed_during_state(self):
         """The destination vmmd is killed (SIGKILL) while the source sends the vCPU and
         device state, its guest paused, before the commit: failed, and the source guest
         resumes and runs on."""
-        victim = Side.start(self.tmpdir, 'victim2')
-        try:
-            name = 'victim2'
-            path = self.start_guest(name, 'work=verify mib=16', passes=1)
-            uri = self.unix_uri(name)
-            self.receive(name, uri, side=victim)
-            proxy = StateKillingProxy(os.path.join(self.tmpdir, 'victim2-proxy.sock'), uri[5:], victim)
-            proxy.start()
-            job_path = self.migrate(path, 'unix:' + os.path.join(self.tmpdir, 'victim2-proxy.sock'))
-            ok, ename, message = self.wait_job(self.src, job_path)
-            proxy.join(60)
-            self.assertTrue(proxy.killed, f'no STATE message came; passed on: {proxy.types}')
-            self.assertIn(3, proxy.types)  # pages went through before the state
-            self.assertEqual((ok, ename), (False, ERR + 'MigrationFailed'))
-            self.assertTrue(message.startswith('switchover:'), message)
-            self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
-        finally:
-            victim.close(False)
+        victim, path, uri = self.start_victim('victim2', 'work=verify mib=16')
+        proxy_path = os.path.join(self.tmpdir, 'victim2-proxy.sock')
+        proxy = StateKillingProxy(proxy_path, uri[5:], victim)
+        proxy.start()
+        job_path = self.migrate(path, 'unix:' + proxy_path)
+        ok, ename, message = self.wait_job(self.src, job_path)
+        proxy.join(60)
+        self.assertTrue(proxy.killed, f'no STATE message came; passed on: {proxy.types}')
+        self.assertIn(3, proxy.types)  # pages went through before the state
+        self.assertEqual((ok, ename), (False, ERR + 'MigrationFailed'))
+        self.assertTrue(message.startswith('switchover:'), message)
+        self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
 
     def test_09_garbled_stream(self):
         """Junk on the destination's socket: its job fails with MigrationFailed and a
