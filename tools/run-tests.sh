@@ -63,10 +63,12 @@ else
         if [ "$nested" = always ] || [ "$nested" = auto ]; then
                 echo "=== /dev/kvm is not usable here: running the kvm suite in a nested VM"
                 # Each attempt is bounded (the suite takes about 3 minutes there; its tests
-                # have their own meson timeouts). An attempt whose VM hung (124: its kernel
-                # has soft-locked under TCG, or stopped making progress: about 1 run in 5)
-                # or could not run the command (125) is repeated, up to 3 attempts. Tests that fail are run once more in a
-                # fresh VM: the emulated SVM of QEMU TCG sometimes crashes or stalls a guest
+                # have their own meson timeouts), and stopped early when the VM's console,
+                # where its init says every 60 s that it lives, stays silent for 180 s
+                # (VMMD_NESTED_STALL_S). An attempt whose VM hung (124: the VM froze under
+                # TCG, or stopped making progress: about 1 run in 5) or could not run the
+                # command (125) is repeated, up to 3 attempts. Tests that fail are run once
+                # more in a fresh VM: the emulated SVM of QEMU TCG sometimes crashes or stalls a guest
                 # while dirty logging is on (docs/migration.md, Known problems). A test
                 # counts as passed only if it passes there, and is then named in the
                 # closing line; one that fails twice fails the run.
@@ -78,7 +80,8 @@ else
                         for attempt in 1 2 3; do
                                 rc=0
                                 rm -f "$builddir/meson-logs/$logbase.json"
-                                bash tests/nested/run-in-vm.sh --timeout "$budget" -- \
+                                bash tests/nested/run-in-vm.sh --timeout "$budget" \
+                                        --stall "${VMMD_NESTED_STALL_S:-180}" -- \
                                         meson test -C "$top/$builddir" --print-errorlogs --logbase "$logbase" \
                                         "${extra[@]}" "$@" || rc=$?
                                 if [ "$rc" -ne 124 ] && [ "$rc" -ne 125 ]; then break; fi

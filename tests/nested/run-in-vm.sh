@@ -37,6 +37,10 @@ Options:
   --prepare           only prepare the cache (kernel, busybox, initramfs), then exit
   --verbose           print progress and the guest console log on stderr
   --keep              keep the run directory (console log, qemu log) and say where
+  --stall SECONDS     stop the VM when its console has not grown for that long (its
+                      init prints a sign of life every 60 s, so a VM that is silent
+                      for 180 s is frozen) and exit 124, as for --timeout; default
+                      \$VMMD_NESTED_STALL_S or 0 (off)
   -h, --help          this text
 
 Exit codes: the command's own; 124 timeout; 125 the VM could not run the command
@@ -49,6 +53,7 @@ say() { if [[ $verbose == 1 ]]; then echo "$prog: $*" >&2; fi; }
 
 # ---------------------------------------------------------------- options
 timeout_s=""
+stall_s=${VMMD_NESTED_STALL_S:-0}
 mem=${VMMD_NESTED_MEM:-4G}
 smp=${VMMD_NESTED_SMP:-2}
 tmp_mode=tmpfs
@@ -76,6 +81,8 @@ while [[ $# -gt 0 ]]; do
 	--prepare) prepare_only=1; shift ;;
 	--verbose|-v) verbose=1; shift ;;
 	--keep) keep=1; shift ;;
+	--stall) [[ $# -ge 2 ]] || die "--stall needs a value"; stall_s=$2; shift 2 ;;
+	--stall=*) stall_s=${1#*=}; shift ;;
 	-h|--help) usage; exit 0 ;;
 	--) shift; break ;;
 	*) usage >&2; die "unknown option '$1' (the command goes after --)" ;;
@@ -83,6 +90,7 @@ while [[ $# -gt 0 ]]; do
 done
 if [[ $prepare_only == 0 && $# -eq 0 ]]; then usage >&2; die "no command given"; fi
 if [[ -n $timeout_s && ! $timeout_s =~ ^[0-9]+$ ]]; then die "--timeout wants whole seconds, got '$timeout_s'"; fi
+[[ $stall_s =~ ^[0-9]+$ ]] || die "--stall wants whole seconds, got '$stall_s'"
 case $tmp_mode in tmpfs|host) ;; *) die "--tmp must be tmpfs or host" ;; esac
 [[ $smp =~ ^[1-9][0-9]*$ ]] || die "--smp wants a positive number"
 for a in "${env_set[@]+"${env_set[@]}"}" "${env_names[@]}"; do
@@ -405,10 +413,12 @@ fi
 # ---------------------------------------------------------------- the run
 run=$(mktemp -d "${TMPDIR:-/tmp}/vmmd-nested.XXXXXX")
 qpid=""
+stall_pid=""
 cat_pids=()
 # shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
 	local r=$?
+	if [[ -n $stall_pid ]]; then kill "$stall_pid" 2>/dev/null || true; fi
 	if [[ -n $qpid ]]; then kill "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true; fi
 	for p in "${cat_pids[@]+"${cat_pids[@]}"}"; do kill "$p" 2>/dev/null || true; done
 	if [[ $keep == 1 ]]; then echo "$prog: run directory kept: $run" >&2; else rm -rf "$run"; fi
@@ -489,11 +499,35 @@ else
 	"${qemu[@]}" < /dev/null > "$run/qemu.log" 2>&1 &
 fi
 qpid=$!
+if [[ $stall_s -gt 0 ]]; then
+	# A frozen VM (tests/nested/README.md, Pitfalls) prints nothing more: stop it early
+	# rather than at --timeout.
+	(
+		last_size=-1
+		last_change=$(date +%s)
+		while kill -0 "$qpid" 2>/dev/null; do
+			sleep 5
+			size=$(stat -c %s "$run/console.log" 2>/dev/null || echo 0)
+			now=$(date +%s)
+			if [[ $size != "$last_size" ]]; then
+				last_size=$size
+				last_change=$now
+			elif (( now - last_change >= stall_s )); then
+				echo "$((now - last_change))" > "$run/stalled"
+				# qemu, the child of 'timeout' when there is one
+				pkill -KILL -P "$qpid" 2>/dev/null || kill -KILL "$qpid" 2>/dev/null || true
+				break
+			fi
+		done
+	) &
+	stall_pid=$!
+fi
 set +e
 wait "$qpid"
 qrc=$?
 set -e
 qpid=""
+if [[ -n $stall_pid ]]; then kill "$stall_pid" 2>/dev/null || true; wait "$stall_pid" 2>/dev/null || true; stall_pid=""; fi
 # qemu has closed the FIFOs; let the copies drain. If qemu never opened them
 # (it failed early), an O_RDWR open, which never blocks, releases the readers.
 for f in "$run/stdout" "$run/stderr"; do exec {fd}<>"$f"; exec {fd}>&-; done
@@ -512,6 +546,11 @@ if [[ $verbose == 1 ]]; then
 fi
 if [[ -f $ctl/rc ]]; then
 	exit "$(cat "$ctl/rc")"
+fi
+if [[ -f $run/stalled ]]; then
+	echo "$prog: the VM's console stayed silent for $(cat "$run/stalled") s: the VM froze; stopped it" >&2
+	echo "--- guest console (tail) ---" >&2; tail -n 40 "$run/console.log" >&2 || true
+	exit 124
 fi
 if [[ -n $timeout_s && $qrc == 124 ]] || [[ -n $timeout_s && $qrc == 137 ]]; then
 	echo "$prog: timed out after $timeout_s s" >&2
