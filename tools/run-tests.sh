@@ -63,8 +63,8 @@ else
         if [ "$nested" = always ] || [ "$nested" = auto ]; then
                 echo "=== /dev/kvm is not usable here: running the kvm suite in a nested VM"
                 # Each attempt is bounded (the suite takes about 3 minutes there; its tests
-                # have their own meson timeouts), and stopped early when the VM's console,
-                # where its init says every 60 s that it lives, stays silent for 180 s
+                # have their own meson timeouts), and stopped early when the VM's init, which
+                # says on the console every 60 s that it lives, is silent for 180 s
                 # (VMMD_NESTED_STALL_S). An attempt whose VM hung (124: the VM froze under
                 # TCG, or stopped making progress: about 1 run in 5) or could not run the
                 # command (125) is repeated, up to 3 attempts. Tests that fail are run once

@@ -37,9 +37,9 @@ Options:
   --prepare           only prepare the cache (kernel, busybox, initramfs), then exit
   --verbose           print progress and the guest console log on stderr
   --keep              keep the run directory (console log, qemu log) and say where
-  --stall SECONDS     stop the VM when its console has not grown for that long (its
-                      init prints a sign of life every 60 s, so a VM that is silent
-                      for 180 s is frozen) and exit 124, as for --timeout; default
+  --stall SECONDS     stop the VM when its init has printed nothing on the console
+                      for that long (it prints a sign of life every 60 s, so a VM
+                      silent for 180 s is frozen) and exit 124, as for --timeout; default
                       \$VMMD_NESTED_STALL_S or 0 (off)
   -h, --help          this text
 
@@ -507,7 +507,9 @@ if [[ $stall_s -gt 0 ]]; then
 		last_change=$(date +%s)
 		while kill -0 "$qpid" 2>/dev/null; do
 			sleep 5
-			size=$(stat -c %s "$run/console.log" 2>/dev/null || echo 0)
+			# the init's own lines: L1's soft-lockup reports go on growing the console
+			# of a frozen VM
+			size=$(grep -c 'vmmd-init: ' "$run/console.log" 2>/dev/null || true)
 			now=$(date +%s)
 			if [[ $size != "$last_size" ]]; then
 				last_size=$size
@@ -548,7 +550,7 @@ if [[ -f $ctl/rc ]]; then
 	exit "$(cat "$ctl/rc")"
 fi
 if [[ -f $run/stalled ]]; then
-	echo "$prog: the VM's console stayed silent for $(cat "$run/stalled") s: the VM froze; stopped it" >&2
+	echo "$prog: the VM's init printed nothing for $(cat "$run/stalled") s: the VM froze; stopped it" >&2
 	echo "--- guest console (tail) ---" >&2; tail -n 40 "$run/console.log" >&2 || true
 	exit 124
 fi
