@@ -590,9 +590,8 @@ void *outgoing_thread(void *p) {
                 /* The estimate takes the slower of the smoothed rate and this pass's (when
                  * the pass was large enough to measure): a last pass slower than the earlier
                  * ones must not make it promise a downtime it cannot keep. */
-                uint64_t bw = o.bandwidth;
-                if (bytes >= BANDWIDTH_SAMPLE_MIN && pass_bw > 0)
-                        bw = MIN(bw, pass_bw);
+                uint64_t bw = bytes >= BANDWIDTH_SAMPLE_MIN && pass_bw > 0 ? MIN(o.bandwidth, pass_bw)
+                                                                           : o.bandwidth;
                 bw = MAX(bw, UINT64_C(1));
                 uint64_t max_bw = atomic_load(&j->max_bandwidth);
                 if (max_bw)

@@ -66,7 +66,6 @@ static int zc_slot(Sender *s, uint64_t offset, uint32_t len, unsigned *ret) {
                 if (r < 0)
                         return r;
                 s->slot_registered[slot] = true;
-                s->slots_in_use++;
         }
         *ret = slot;
         return 0;

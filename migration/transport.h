@@ -44,7 +44,6 @@ typedef struct Sender {
         bool buffers_registered;
         uint64_t slot_size;    /* bytes of RAM per fixed-buffer slot, with zero-copy */
         unsigned n_slots;
-        unsigned slots_in_use; /* registered so far */
         bool *slot_registered;
         uint8_t *ram;
         uint64_t ram_size;

@@ -11,7 +11,8 @@ the test guest (guest/README.md):
 - auto-converge throttles a guest that dirties faster than the bandwidth limit until it
   converges; without it, the migration fails at timeout_s with the source running;
 - cancel during precopy, a destination vmmd killed (SIGKILL) mid-stream (during precopy,
-  and during the state transfer before the commit), and a garbled stream end the jobs as cancelled/failed with a message, readable afterwards (properties,
+  and during the state transfer before the commit), and a garbled stream end the jobs
+  as cancelled/failed with a message, readable afterwards (properties,
   GetStats, GetJobStats), the source guest still running;
 - Migrate's named errors for bad options and states;
 - vmmctl migrate / receive / jobs / job / job-cancel against the same daemons.

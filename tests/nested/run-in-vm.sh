@@ -503,16 +503,16 @@ if [[ $stall_s -gt 0 ]]; then
 	# A frozen VM (tests/nested/README.md, Pitfalls) prints nothing more: stop it early
 	# rather than at --timeout.
 	(
-		last_size=-1
+		last_lines=-1
 		last_change=$(date +%s)
 		while kill -0 "$qpid" 2>/dev/null; do
 			sleep 5
 			# the init's own lines: L1's soft-lockup reports go on growing the console
 			# of a frozen VM
-			size=$(grep -c 'vmmd-init: ' "$run/console.log" 2>/dev/null || true)
+			lines=$(grep -c 'vmmd-init: ' "$run/console.log" 2>/dev/null || true)
 			now=$(date +%s)
-			if [[ $size != "$last_size" ]]; then
-				last_size=$size
+			if [[ $lines != "$last_lines" ]]; then
+				last_lines=$lines
 				last_change=$now
 			elif (( now - last_change >= stall_s )); then
 				echo "$((now - last_change))" > "$run/stalled"
