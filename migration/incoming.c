@@ -370,6 +370,32 @@ static int run(Incoming *in) {
                         s->iteration = (uint32_t)h.a + 1;
                         publish(in);
                         break;
+                case MIG_STATE_TRIAL: {
+                        /* The source's rehearsal: load its state as a trial, so a state this
+                         * host cannot take fails the migration before the guest is paused,
+                         * and tell it how long that took. */
+                        uint64_t t = now_usec(), apply_us = 0;
+                        if (mig_header_validate(&h, in->ram_size) < 0 || state) {
+                                set_error(in, "bad state trial message (%u bytes)", h.len);
+                                return -EBADMSG;
+                        }
+                        _cleanup_free_ uint8_t *trial = malloc(h.len);
+                        if (!trial)
+                                return -ENOMEM;
+                        r = mig_recv_all(fd0, trial, h.len);
+                        if (r < 0)
+                                return r;
+                        r = vm_restore_state_trial(j->vm, trial, h.len, &apply_us);
+                        if (r < 0) {
+                                set_error(in, "the vCPU/device state was rejected in the rehearsal: %s",
+                                          strerror(-r));
+                                return r;
+                        }
+                        r = mig_send_msg(fd0, MIG_TRIAL_DONE, apply_us, now_usec() - t, NULL, 0);
+                        if (r < 0)
+                                return r;
+                        break;
+                }
                 case MIG_STATE: {
                         uint64_t t = now_usec();
                         if (mig_header_validate(&h, in->ram_size) < 0 || state) {

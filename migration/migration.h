@@ -109,6 +109,8 @@ typedef struct MigrationStats {
         uint64_t downtime_us;      /* measured, 0 until known */
         uint64_t downtime_breakdown_us[_DOWNTIME_PHASE_MAX];
         uint64_t setup_us;
+        uint64_t state_cost_us;    /* source: the switchover's fixed cost as the state
+                                      rehearsal measured it (docs/migration.md) */
         uint64_t max_downtime_us;
         uint64_t max_bandwidth;    /* bytes/s, 0 = unlimited */
         bool stalled;              /* no progress for 5 s */

@@ -22,7 +22,6 @@
 #define CONN_CHUNK_PAGES 512 /* 2 MiB: a page always travels on the same connection */
 #define PUBLISH_INTERVAL_US (100 * 1000)
 #define BANDWIDTH_SAMPLE_MIN (UINT64_C(1) << 20) /* a pass this large measures the link */
-#define STATE_COST_US 2000   /* until measured: saving and sending vCPU/device state */
 #define STATE_SIZE_ESTIMATE (32 * 1024) /* bytes of vCPU/device state, about */
 #define REPLY_TIMEOUT_S 60
 #define ACK_TIMEOUT_S 30
@@ -42,6 +41,7 @@ typedef struct Outgoing {
         pthread_mutex_t dirty_lock;
         _Atomic uint64_t dirty_count;     /* pages in 'dirty' */
         _Atomic uint64_t dirty_rate;      /* pages/s, smoothed */
+        _Atomic uint64_t harvest_us;      /* how long a harvest takes: a decaying peak */
         pthread_t harvester;
         bool harvester_started;
         int harvest_stop_fd;
@@ -49,6 +49,7 @@ typedef struct Outgoing {
 
         uint64_t pending_count;
         uint64_t bandwidth; /* bytes/s, smoothed over passes */
+        uint64_t state_cost_us; /* the switchover's fixed steps, measured by the rehearsal */
         uint64_t last_publish_us, last_progress_us, last_progress_bytes;
         uint64_t bytes_window_start_us, bytes_window_start;
         bool paused_by_us;
@@ -96,7 +97,7 @@ static void *harvester_thread(void *p) {
                         continue;
                 (void)!read(tfd, &n, sizeof n);
 
-                uint64_t fresh = 0;
+                uint64_t fresh = 0, t = now_usec();
                 pthread_mutex_lock(&o->dirty_lock);
                 found = vm_dirty_log_fetch(o->j->vm, o->dirty, &fresh);
                 atomic_fetch_add(&o->dirty_count, fresh);
@@ -106,6 +107,9 @@ static void *harvester_thread(void *p) {
                         break;
                 }
                 now = now_usec();
+                /* The final harvest runs with the guest paused: the estimate counts the
+                 * slowest recent one (a peak that decays by a tenth per harvest). */
+                atomic_store(&o->harvest_us, MAX(now - t, atomic_load(&o->harvest_us) * 9 / 10));
                 if (now > last) {
                         uint64_t rate = (uint64_t)found * USEC_PER_SEC / (now - last);
                         uint64_t old = atomic_load(&o->dirty_rate);
@@ -340,6 +344,43 @@ static void set_timeout(int fd, unsigned seconds) {
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+/* The state rehearsal: saves the vCPU/device state while the guest runs (its vCPUs parked
+ * for the save alone) and has the destination load it as a trial. A state the destination
+ * cannot take fails the migration here, before any downtime, and the timings measure
+ * what the switchover costs besides RAM: parking the vCPUs, saving, the state's round
+ * trip with the destination's restore (state -> ready), and one more round trip
+ * (commit -> acknowledgement). */
+static int rehearse_state(Outgoing *o) {
+        MigrationJob *j = o->j;
+        _cleanup_free_ uint8_t *state = NULL;
+        size_t size;
+        uint64_t pause_us, vcpu_us, device_us, t;
+        MigHeader h;
+        int r;
+
+        r = vm_save_state_live(j->vm, &state, &size, &pause_us, &vcpu_us, &device_us);
+        if (r < 0)
+                return r;
+        t = now_usec();
+        r = mig_send_msg(o->fds[0], MIG_STATE_TRIAL, 0, 0, state, (uint32_t)size);
+        if (r < 0)
+                return r;
+        r = wait_reply(j, o->fds[0], MIG_TRIAL_DONE, &h, "the state rehearsal");
+        if (r < 0)
+                return r;
+        uint64_t round_trip = now_usec() - t;
+        /* The destination's extra work (restoring its own state after the trial) is not
+         * part of the real switchover: only its apply time is. */
+        uint64_t network = round_trip > h.b ? round_trip - h.b : 0;
+        o->state_cost_us = pause_us + vcpu_us + device_us + (network + h.a) + network;
+        j->stats.state_cost_us = o->state_cost_us;
+        log_info("migration: state rehearsal: %zu bytes, vCPUs parked in %" PRIu64 " us, saved in %" PRIu64
+                 " us, destination applied it in %" PRIu64 " us, network round trip %" PRIu64
+                 " us: state cost %" PRIu64 " us",
+                 size, pause_us, vcpu_us + device_us, h.a, network, o->state_cost_us);
+        return 0;
+}
+
 /* Tells the destination which 2 MiB chunks the first pass sends (those with a resident
  * page), before any page, so it can fault them in ahead of the stream. */
 static int send_ram_map(Outgoing *o, const unsigned char *resident) {
@@ -400,6 +441,9 @@ static int setup(Outgoing *o) {
                         return r;
         }
         r = wait_reply(j, o->fds[0], MIG_HELLO_ACK, NULL, "the VM");
+        if (r < 0)
+                return r;
+        r = rehearse_state(o);
         if (r < 0)
                 return r;
 
@@ -599,7 +643,8 @@ void *outgoing_thread(void *p) {
                 /* What the final pass would send: this pass's leftovers and whatever the
                  * harvester has found since. */
                 uint64_t remaining = (o.pending_count + atomic_load(&o.dirty_count)) * PAGE_SIZE;
-                s->expected_downtime_us = remaining * USEC_PER_SEC / bw + STATE_COST_US;
+                s->expected_downtime_us = remaining * USEC_PER_SEC / bw + atomic_load(&o.harvest_us) +
+                                          o.state_cost_us;
                 s->iteration = iter + 1;
                 update_stats(&o, true);
 

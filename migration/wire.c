@@ -21,6 +21,7 @@ int mig_header_validate(const MigHeader *h, uint64_t ram_size) {
         case MIG_HELLO:
                 return h->len >= 8 && h->len <= 8 + MIG_MAX_CONFIG_LEN ? 0 : -EBADMSG;
         case MIG_STATE:
+        case MIG_STATE_TRIAL:
                 return h->len > 0 && h->len <= STATE_MAX_SIZE ? 0 : -EBADMSG;
         case MIG_ERROR:
                 return h->len <= MIG_MAX_ERROR_LEN ? 0 : -EBADMSG;
@@ -36,6 +37,7 @@ int mig_header_validate(const MigHeader *h, uint64_t ram_size) {
         case MIG_READY:
         case MIG_COMMIT:
         case MIG_ACK:
+        case MIG_TRIAL_DONE:
                 return h->len == 0 ? 0 : -EBADMSG;
         default:
                 return -EBADMSG;

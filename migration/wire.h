@@ -9,7 +9,7 @@
  * little-endian: u32 type, u32 payload length, u64 a, u64 b; the payload follows. */
 
 #define MIG_MAGIC UINT64_C(0x31474d49444d4d56) /* "VMMDMIG1" */
-#define MIG_VERSION 1
+#define MIG_VERSION 2 /* 2: the state rehearsal (MIG_STATE_TRIAL) */
 #define MIG_PAGE_SIZE 4096
 #define MIG_MAX_PAGES_PER_MSG 256 /* 1 MiB of data */
 #define MIG_MAX_CONFIG_LEN (64 * 1024)
@@ -33,6 +33,10 @@ enum {
         MIG_RAM_MAP = 13,   /* src -> dst before the first page (connection 0): a = chunk
                                shift (21), b = chunks; payload: one bit per chunk of RAM
                                the first pass will send, so the destination can prefault */
+        MIG_STATE_TRIAL = 14, /* src -> dst on connection 0, before the RAM map: payload as
+                                 MIG_STATE, saved while the guest ran; applied as a trial */
+        MIG_TRIAL_DONE = 15,  /* dst -> src: a = µs applying the trial state, b = µs from
+                                 its header to this reply */
         _MIG_MAX,
 };
 

@@ -147,6 +147,13 @@ int vm_save_state(Vm *vm, uint8_t **ret_buf, size_t *ret_size) {
 
 int vm_save_state_timed(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_vcpu_us,
                         uint64_t *ret_device_us) {
+        if (!vm->built || (vm_get_state(vm) != VM_STATE_PAUSED && vm_get_state(vm) != VM_STATE_INCOMING))
+                return -ESTALE;
+        return vm_save_state_parked(vm, ret_buf, ret_size, ret_vcpu_us, ret_device_us);
+}
+
+int vm_save_state_parked(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_vcpu_us,
+                         uint64_t *ret_device_us) {
         uint64_t t0 = mono_usec(), t1;
         StateWriter w;
         VmInfo info;
@@ -155,9 +162,6 @@ int vm_save_state_timed(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *r
         UartState us;
         PmState ps;
         int r;
-
-        if (!vm->built || (vm_get_state(vm) != VM_STATE_PAUSED && vm_get_state(vm) != VM_STATE_INCOMING))
-                return -ESTALE;
 
         state_writer_init(&w);
         info = (VmInfo){ .n_vcpus = vm->n_vcpus, .memory_bytes = vm->mem.size };
@@ -474,4 +478,44 @@ int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size) {
 out:
         free(p.vcpu);
         return r;
+}
+
+int vm_save_state_live(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_pause_us,
+                       uint64_t *ret_vcpu_us, uint64_t *ret_device_us) {
+        uint64_t t;
+        int r;
+
+        *ret_pause_us = 0;
+        if (!vm->built)
+                return -ESTALE;
+        if (vm_get_state(vm) == VM_STATE_PAUSED)
+                return vm_save_state_parked(vm, ret_buf, ret_size, ret_vcpu_us, ret_device_us);
+        if (vm_get_state(vm) != VM_STATE_RUNNING || !vm_job_is_active(vm))
+                return -ESTALE;
+        t = mono_usec();
+        vm_pause_vcpus(vm);
+        *ret_pause_us = mono_usec() - t;
+        r = vm_save_state_parked(vm, ret_buf, ret_size, ret_vcpu_us, ret_device_us);
+        vm_set_run_control(vm, RUN_CONTROL_RUN);
+        return r;
+}
+
+int vm_restore_state_trial(Vm *vm, const uint8_t *buf, size_t size, uint64_t *ret_apply_us) {
+        _cleanup_free_ uint8_t *own = NULL;
+        size_t own_size;
+        uint64_t t;
+        int r, q;
+
+        if (!vm->built || vm_get_state(vm) != VM_STATE_INCOMING)
+                return -ESTALE;
+        /* What the VM holds now (as built: timers off) goes back afterwards, so nothing the
+         * trial armed (a PIT or LAPIC timer) can touch the irqchip before the real state. */
+        r = vm_save_state(vm, &own, &own_size);
+        if (r < 0)
+                return r;
+        t = mono_usec();
+        r = vm_restore_state(vm, buf, size);
+        *ret_apply_us = mono_usec() - t;
+        q = vm_restore_state(vm, own, own_size);
+        return r < 0 ? r : q;
 }

@@ -112,6 +112,12 @@ int vcpu_start_thread(Vcpu *v);
 void vcpu_kick(Vcpu *v);
 int vcpu_init_cpu_state(Vcpu *v); /* CPUID, MSRs, LAPIC LINT0/LINT1 */
 void vm_post_event(struct Vm *vm, int event, const char *reason);
+/* Parks every vCPU thread (RUN_CONTROL_PAUSE, kick, wait); run control RUN lets them go. */
+void vm_pause_vcpus(struct Vm *vm);
+void vm_set_run_control(struct Vm *vm, RunControl c);
+/* vm_save_state_timed() without the state check: the caller has the vCPUs parked. */
+int vm_save_state_parked(struct Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_vcpu_us,
+                         uint64_t *ret_device_us);
 
 /* dirty-log.c */
 int vm_dirty_ring_setup(struct Vm *vm); /* before the first vCPU: 1 if the ring is on */

@@ -617,7 +617,7 @@ static void vm_wait_parked(Vm *vm) {
         pthread_mutex_unlock(&vm->run_lock);
 }
 
-static void vm_set_run_control(Vm *vm, RunControl c) {
+void vm_set_run_control(Vm *vm, RunControl c) {
         pthread_mutex_lock(&vm->run_lock);
         atomic_store(&vm->run_control, c);
         pthread_cond_broadcast(&vm->run_cond);
@@ -685,7 +685,7 @@ int vm_start(Vm *vm) {
         return 0;
 }
 
-static void vm_pause_vcpus(Vm *vm) {
+void vm_pause_vcpus(Vm *vm) {
         vm_set_run_control(vm, RUN_CONTROL_PAUSE);
         for (unsigned i = 0; i < vm->n_vcpus; i++)
                 vcpu_kick(&vm->vcpus[i]);

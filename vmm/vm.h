@@ -100,6 +100,14 @@ int vm_save_state(Vm *vm, uint8_t **ret_buf, size_t *ret_size);
 /* The same, telling how long the vCPU part and the machine/device part took (µs). */
 int vm_save_state_timed(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_vcpu_us,
                         uint64_t *ret_device_us);
+/* For the migration's state rehearsal (the job's thread only): the same on a running VM,
+ * whose vCPUs are parked for the save alone; the VM's State does not change. A paused
+ * VM is saved as it is. *ret_pause_us: how long parking the vCPUs took (0 if paused). */
+int vm_save_state_live(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_pause_us,
+                       uint64_t *ret_vcpu_us, uint64_t *ret_device_us);
+/* Applies 'buf' to a VM in state 'incoming' as a trial, then puts back the state the VM
+ * had: proves the state loads here and measures it (*ret_apply_us). */
+int vm_restore_state_trial(Vm *vm, const uint8_t *buf, size_t size, uint64_t *ret_apply_us);
 /* Loads state saved by vm_save_state() into a VM in state 'incoming'; the VM stays
  * stopped until vm_resume_incoming(). Validates every section; -EBADMSG on bad input. */
 int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size);

@@ -2,7 +2,8 @@
 /* The migration engine on real KVM, source and destination in one process: the test guest
  * moves over unix and tcp sockets, with zero-copy on and off, with two connections, while
  * verifying or dirtying its RAM; every failure before the commit (cancel, a vanished
- * destination, a garbled stream, a timeout, a link lost during the state transfer) leaves
+ * destination, a garbled stream, a state the destination refuses in the rehearsal, a timeout,
+ * a link lost during the state transfer) leaves
  * the source running; a link lost at the commit or the acknowledgement leaves it in
  * migration-unknown with the guest running in exactly one place. */
 #include <errno.h>
@@ -205,6 +206,12 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
         assert_true(src.resident_max_mib <= resident_before + 16);
         assert_true(st.downtime_us > 0);
         assert_true(st.iteration >= 1);
+        /* The rehearsal measured the switchover's fixed cost, and the estimate counted it. */
+        printf("# state rehearsal: state cost %" PRIu64 " us; measured downtime %" PRIu64
+               " us, the last estimate %" PRIu64 " us\n", st.state_cost_us, st.downtime_us,
+               st.expected_downtime_us);
+        assert_true(st.state_cost_us > 0);
+        assert_true(st.expected_downtime_us >= st.state_cost_us);
         uint64_t sum = 0;
         for (int p = 0; p < _DOWNTIME_PHASE_MAX; p++)
                 sum += st.downtime_breakdown_us[p];
@@ -358,12 +365,17 @@ static pid_t fake_destination(const char *path, size_t read_bytes) {
                 if (bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(l, 1) < 0)
                         _exit(1);
                 fd = accept(l, NULL, NULL);
-                /* Acknowledge the hello like a destination would, then read and die. */
+                /* Acknowledge the hello and the state rehearsal like a destination
+                 * would, then read and die. */
                 uint8_t buf[65536];
-                uint8_t ack[24] = { 2 };
+                uint8_t ack[MIG_HEADER_SIZE] = { MIG_HELLO_ACK }, done[MIG_HEADER_SIZE] = { MIG_TRIAL_DONE };
                 size_t got = 0;
                 ssize_t k = recv(fd, buf, sizeof buf, 0);
                 if (k <= 0 || send(fd, ack, sizeof ack, 0) != sizeof ack)
+                        _exit(1);
+                MigHeader h;
+                if (mig_recv_header(fd, &h) < 0 || h.type != MIG_STATE_TRIAL || h.len > sizeof buf ||
+                    mig_recv_all(fd, buf, h.len) < 0 || send(fd, done, sizeof done, 0) != sizeof done)
                         _exit(1);
                 while (got < read_bytes && (k = recv(fd, buf, sizeof buf, 0)) > 0)
                         got += (size_t)k;
@@ -520,6 +532,8 @@ typedef struct Proxy {
         char path[108], target[108];
         uint32_t cut_type;
         bool cut_to_destination; /* the type travels source -> destination */
+        uint32_t garble_type;     /* source -> destination: its payload is flipped */
+        _Atomic bool garbled;
         int listen_fd, src_fd, dst_fd;
         pthread_t thread;
         _Atomic bool cut;
@@ -529,6 +543,7 @@ typedef struct Pump {
         Proxy *x;
         int from, to;
         uint32_t cut_type; /* 0: none */
+        uint32_t garble_type; /* 0: none */
 } Pump;
 
 static void *pump(void *p) {
@@ -551,7 +566,14 @@ static void *pump(void *p) {
                 uint64_t left = h.len;
                 while (left > 0) {
                         size_t n = (size_t)MIN(left, (uint64_t)(1 << 20));
-                        if (mig_recv_all(u->from, buf, n) < 0 || mig_send_all(u->to, buf, n) < 0)
+                        if (mig_recv_all(u->from, buf, n) < 0)
+                                goto out;
+                        if (u->garble_type && h.type == u->garble_type) {
+                                for (size_t i = 0; i < n; i++)
+                                        buf[i] ^= 0x5a;
+                                atomic_store(&u->x->garbled, true);
+                        }
+                        if (mig_send_all(u->to, buf, n) < 0)
                                 goto out;
                         left -= n;
                 }
@@ -573,8 +595,8 @@ static void *proxy_thread(void *p) {
         x->dst_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s", x->target);
         assert_int_equal(connect(x->dst_fd, (struct sockaddr *)&sa, sizeof sa), 0);
-        Pump to_dst = { x, x->src_fd, x->dst_fd, x->cut_to_destination ? x->cut_type : 0 };
-        Pump to_src = { x, x->dst_fd, x->src_fd, x->cut_to_destination ? 0 : x->cut_type };
+        Pump to_dst = { x, x->src_fd, x->dst_fd, x->cut_to_destination ? x->cut_type : 0, x->garble_type };
+        Pump to_src = { x, x->dst_fd, x->src_fd, x->cut_to_destination ? 0 : x->cut_type, 0 };
         assert_int_equal(pthread_create(&up, NULL, pump, &to_dst), 0);
         pump(&to_src);
         pthread_join(up, NULL);
@@ -583,10 +605,11 @@ static void *proxy_thread(void *p) {
         return NULL;
 }
 
-static void proxy_start(Proxy *x, const char *name, uint32_t cut_type, bool to_destination) {
+static void proxy_start(Proxy *x, const char *name, uint32_t cut_type, bool to_destination,
+                        uint32_t garble_type) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
-        *x = (Proxy){ .cut_type = cut_type, .cut_to_destination = to_destination };
+        *x = (Proxy){ .cut_type = cut_type, .cut_to_destination = to_destination, .garble_type = garble_type };
         snprintf(x->path, sizeof x->path, "%s/%s-proxy.sock", tmpdir, name);
         snprintf(x->target, sizeof x->target, "%s/%s.sock", tmpdir, name);
         x->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -611,7 +634,7 @@ static void migrate_cut(Side *src, Side *dst, Proxy *x, const char *name, uint32
         migration_params_init(&p);
         start_source(src, name, 128, "work=verify mib=16 hb=100");
         start_destination(dst, name, dst_uri, 60);
-        proxy_start(x, name, cut_type, to_destination);
+        proxy_start(x, name, cut_type, to_destination, 0);
         snprintf(src_uri, sizeof src_uri, "unix:%s", x->path);
         assert_int_equal(migration_out_start(src->vm, src_uri, &p, &callbacks, src, &src->job), 0);
         run_until_finished(src, dst, 120000);
@@ -619,6 +642,45 @@ static void migrate_cut(Side *src, Side *dst, Proxy *x, const char *name, uint32
         assert_true(atomic_load(&x->cut));
         print_stats("source", src->job);
         print_stats("destination", dst->job);
+}
+
+/* The destination cannot load the source's state (here: garbled on the way): the
+ * rehearsal finds out before the guest is paused for the switchover. */
+static void test_state_rehearsal_rejected(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationStats st;
+        MigrationParams p;
+        char src_uri[160];
+        _cleanup_free_ char *dst_uri = unix_uri("rehearsal");
+        Heartbeat hb = {}, hb2 = {};
+
+        migration_params_init(&p);
+        start_source(&src, "rehearsal", 128, "work=verify mib=16 hb=100");
+        start_destination(&dst, "rehearsal", dst_uri, 60);
+        proxy_start(&x, "rehearsal", 0, true, MIG_STATE_TRIAL);
+        snprintf(src_uri, sizeof src_uri, "unix:%s", x.path);
+        assert_int_equal(migration_out_start(src.vm, src_uri, &p, &callbacks, &src, &src.job), 0);
+        run_until_finished(&src, &dst, 120000);
+        proxy_stop(&x);
+        print_stats("source", src.job);
+        print_stats("destination", dst.job);
+        assert_true(atomic_load(&x.garbled));
+        migration_job_get_stats(dst.job, &st);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_non_null(strstr(st.error_message, "rehearsal"));
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_STOPPED);
+        migration_job_get_stats(src.job, &st);
+        assert_int_equal(st.state, JOB_STATE_FAILED);
+        assert_non_null(strstr(st.error_message, "destination refused the state rehearsal"));
+        assert_int_equal(st.downtime_us, 0);
+        assert_int_equal(st.memory_processed, 0); /* no page was sent */
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_RUNNING);
+        assert_true(last_heartbeat(src.console, &hb));
+        assert_true(wait_for_heartbeat(src.console, hb.seq + 3, 30000, &hb2));
+        assert_int_equal(hb2.corrupt, 0);
+        side_free(&src);
+        side_free(&dst);
 }
 
 /* The destination is lost during the state transfer, before the commit: the source
@@ -727,6 +789,7 @@ int main(void) {
                 cmocka_unit_test(test_destination_dies),
                 cmocka_unit_test(test_garbled_stream),
                 cmocka_unit_test(test_convergence),
+                cmocka_unit_test(test_state_rehearsal_rejected),
                 cmocka_unit_test(test_link_lost_before_commit),
                 cmocka_unit_test(test_commit_lost),
                 cmocka_unit_test(test_ack_lost),

@@ -69,10 +69,13 @@ static void test_other_types(void **state) {
         assert_int_equal(check(MIG_STATE, 100, 0, 0), 0);
         assert_int_equal(check(MIG_STATE, 0, 0, 0), -EBADMSG);
         assert_int_equal(check(MIG_STATE, STATE_MAX_SIZE + 1, 0, 0), -EBADMSG);
+        assert_int_equal(check(MIG_STATE_TRIAL, 100, 0, 0), 0);
+        assert_int_equal(check(MIG_STATE_TRIAL, 0, 0, 0), -EBADMSG);
+        assert_int_equal(check(MIG_STATE_TRIAL, STATE_MAX_SIZE + 1, 0, 0), -EBADMSG);
         assert_int_equal(check(MIG_ERROR, MIG_MAX_ERROR_LEN, 5, 0), 0);
         assert_int_equal(check(MIG_ERROR, MIG_MAX_ERROR_LEN + 1, 5, 0), -EBADMSG);
         const uint32_t empty[] = { MIG_HELLO_ACK, MIG_ITER_END, MIG_FLUSH, MIG_COMPLETE,
-                                   MIG_READY,     MIG_COMMIT,   MIG_ACK };
+                                   MIG_READY,     MIG_COMMIT,   MIG_ACK,     MIG_TRIAL_DONE };
         for (size_t i = 0; i < sizeof empty / sizeof empty[0]; i++) {
                 assert_int_equal(check(empty[i], 0, 1, 2), 0);
                 assert_int_equal(check(empty[i], 1, 1, 2), -EBADMSG);
