@@ -152,8 +152,9 @@ int main(int argc, char **argv) {
                 for (int p = 0; p < _DOWNTIME_PHASE_MAX; p++)
                         printf(" %s=%" PRIu64, downtime_phase_to_string(p), st.downtime_breakdown_us[p]);
                 printf("\n");
-                /* What the state rehearsal measured; the real fixed part is the breakdown
-                 * without final_memory (and without the final harvest's share). */
+                /* What the state rehearsal measured, and the switchover's fixed part as it
+                 * happened: everything but final_memory (this includes the final harvest,
+                 * which the estimate adds separately, about 1-2 ms here). */
                 uint64_t fixed = st.downtime_us - st.downtime_breakdown_us[DOWNTIME_FINAL_MEMORY];
                 printf("       state cost: %" PRIu64 " us by the rehearsal, %" PRIu64
                        " us measured (downtime without final_memory)\n", st.state_cost_us, fixed);
