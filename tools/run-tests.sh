@@ -7,10 +7,8 @@
 #   tools/run-tests.sh [BUILDDIR]        (default: build)
 #
 # Environment: VMMD_NESTED=never|auto|always (default auto), MESON_TEST_ARGS (extra
-# arguments for every `meson test`), VMMD_EXTRA=1 to run the 'kvm-extra' suite too (the
-# two-daemon migration test, see tests/dbus/meson.build), VMMD_NESTED_TIMEOUT (seconds
-# per attempt of the nested run, default 480, the kvm suite taking about 3 minutes there;
-# 900 with VMMD_EXTRA=1).
+# arguments for every `meson test`), VMMD_NESTED_TIMEOUT (seconds per attempt of the
+# nested run, default 600, the kvm suite taking about 3 minutes there).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,10 +16,6 @@ top=$PWD
 builddir=${1:-build}
 nested=${VMMD_NESTED:-auto}
 extra=(${MESON_TEST_ARGS:-})
-kvm_suites=(--suite kvm)
-if [ "${VMMD_EXTRA:-0}" = 1 ]; then
-        kvm_suites+=(--suite kvm-extra)
-fi
 
 bash tools/install-deps.sh
 
@@ -53,13 +47,9 @@ run_suite() { # name, then meson test arguments
 }
 
 if kvm_works || [ "$nested" = never ]; then
-        if [ "${VMMD_EXTRA:-0}" = 1 ]; then
-                run_suite all
-        else
-                run_suite all --no-suite kvm-extra
-        fi
+        run_suite all
 else
-        run_suite host --no-suite kvm --no-suite kvm-extra
+        run_suite host --no-suite kvm
         if [ "$nested" = always ] || [ "$nested" = auto ]; then
                 echo "=== /dev/kvm is not usable here: running the kvm suite in a nested VM"
                 # Each attempt is bounded (the suite takes about 3 minutes there; its tests
@@ -72,8 +62,7 @@ else
                 # while dirty logging is on (docs/migration.md, Known problems). A test
                 # counts as passed only if it passes there, and is then named in the
                 # closing line; one that fails twice fails the run.
-                budget=${VMMD_NESTED_TIMEOUT:-480}
-                if [ "${VMMD_EXTRA:-0}" = 1 ]; then budget=${VMMD_NESTED_TIMEOUT:-900}; fi
+                budget=${VMMD_NESTED_TIMEOUT:-600}
                 run_nested() { # logbase, then what to run
                         local logbase=$1 rc attempt
                         shift
@@ -90,7 +79,7 @@ else
                         return "$rc"
                 }
                 rc=0
-                run_nested testlog-kvm "${kvm_suites[@]}" || rc=$?
+                run_nested testlog-kvm --suite kvm || rc=$?
                 logs+=("$builddir/meson-logs/testlog-kvm.json")
                 if [ "$rc" -ne 0 ]; then
                         failed=$(/usr/bin/python3 - "$builddir/meson-logs/testlog-kvm.json" <<'PY' || true
