@@ -674,19 +674,44 @@ class MigrationTest(VmmdTestCase):
     def test_05_no_auto_converge_times_out(self):
         """Dirtying faster than the link without auto-converge: failed at timeout_s, the
         source runs on, the destination drops its VM."""
-        name = 'noconv'
         # A 16 MiB working set rewritten at full speed (~90 MiB/s nested) against 8 MiB/s
         # and 20 ms: a pass takes ~2 s, and the guest would have to stop dirtying for a
-        # whole pass to leave the 160 KiB that converge. (With 4 MiB and 50 ms a guest that
-        # ran slow for half a second once converged; with a 32 MiB set at 2 MiB/s the
-        # source guest has been seen to freeze in the nested KVM VM.)
-        path = self.start_guest(name, 'work=dirty mib=16 rate=0', passes=1)
-        uri = self.unix_uri(name)
-        dst_vm, dst_job = self.receive(name, uri)
-        job_path = self.migrate(path, uri, max_bandwidth_mibps=8, max_downtime_ms=20,
-                                auto_converge=False, timeout_s=8)
-        ok, ename, message = self.wait_job(self.src, job_path)
-        self.assertFalse(ok)
+        # whole pass to leave the few pages that converge. (With 4 MiB and 50 ms a guest
+        # that ran slow for half a second once converged; with a 32 MiB set at 2 MiB/s the
+        # source guest has been seen to freeze in the nested KVM VM.) In the nested VM a
+        # guest does stop now and then (docs/migration.md, Known problems): if it
+        # converges all the same, the test finds out which it was. A destination that
+        # holds a stale page would mean the dirty log missed writes, and a guest that
+        # never stopped would mean the engine misjudged (both failures); a guest whose
+        # workload saw a TSC gap of half a second or more during the migration (the
+        # guest's largest gap, which the migration's own pause does not count: the TSC
+        # stands still from save to restore) did stop: the scenario runs once more.
+        for attempt in (1, 2):
+            name = f'noconv{attempt}'
+            path = self.start_guest(name, 'work=dirty mib=16 rate=0', passes=1)
+            uri = self.unix_uri(name)
+            dst_vm, dst_job = self.receive(name, uri)
+            before = heartbeats(read_file(self.console(name)))[-1]
+            t0 = time.monotonic()
+            job_path = self.migrate(path, uri, max_bandwidth_mibps=8, max_downtime_ms=20,
+                                    auto_converge=False, timeout_s=8)
+            ok, ename, message = self.wait_job(self.src, job_path)
+            if not ok:
+                break
+            wall_ms = (time.monotonic() - t0) * 1000
+            self.check_heartbeats_across(name)  # no stale page on the destination
+            hbs = heartbeats(read_file(self.console(name)) + read_file(self.dst_console(name)))
+            gap_ms = max(h['maxgap_us'] for h in hbs) / 1000
+            its = [(int(i[0]), int(i[2]), int(i[3])) for i in
+                   self.src.job(job_path).GetIterations()]
+            note = (f'attempt {attempt} converged without auto-converge in {wall_ms:.0f} ms; '
+                    f'the guest\'s largest TSC gap: {gap_ms:.0f} ms, {before["maxgap_us"] / 1000:.0f} '
+                    f'ms before the migration; passes (index, bytes, dirty pages after it): {its}')
+            print(note, file=sys.stderr)
+            self.assertGreaterEqual(gap_ms, 500, note)
+            self.dst.vm(dst_vm).Stop()
+        else:
+            self.fail('converged twice without auto-converge, the guest stopping each time')
         p = self.check_failed_source(path, job_path, 'failed', 'MigrationFailed')
         self.assertIn('converge', p['ErrorMessage'])
         self.assertEqual(p['ThrottlePercent'], 0)
