@@ -37,6 +37,8 @@ typedef struct Side {
         bool finished;
         char console[256];
         bool track_resident;       /* sample resident guest RAM while the job runs */
+        uintptr_t ram_base;        /* where its guest RAM was mapped, and its size */
+        uint64_t ram_size;
         uint64_t resident_max_mib;
         unsigned resident_samples;
 } Side;
@@ -93,22 +95,28 @@ static void start_destination(Side *dst, const char *name, const char *uri, uint
         assert_int_equal(migration_in_start(dst->vm, uri, &ip, &callbacks, dst, &dst->job), 0);
 }
 
-/* MiB of the VM's guest RAM resident on the host; 0 once the VM has given its RAM up
- * (a migrated source unmaps it, possibly while this runs: mincore then fails). */
-static uint64_t resident_mib(Vm *vm) {
-        uint8_t *base;
-        uint64_t size, n = 0;
-        const VmMemoryRegion *regions;
-        unsigned n_regions;
-        if (vm_get_ram(vm, &base, &size, &regions, &n_regions) < 0)
+/* MiB of the VM's guest RAM resident on the host; 0 once the VM has given its RAM up. A
+ * migrated source unmaps its RAM on the migration thread, possibly while this runs, so
+ * this takes the mapping's address and size read before the migration began and never
+ * touches the VM: mincore() fails on a range that is no longer mapped. */
+static uint64_t resident_mib(uintptr_t ram_base, uint64_t ram_size) {
+        uint64_t n = 0;
+        if (ram_base == 0)
                 return 0;
-        _cleanup_free_ unsigned char *vec = malloc(size / 4096);
+        _cleanup_free_ unsigned char *vec = malloc(ram_size / 4096);
         assert_non_null(vec);
-        if (mincore(base, size, vec) < 0)
+        if (mincore((void *)ram_base, ram_size, vec) < 0)
                 return 0;
-        for (uint64_t i = 0; i < size / 4096; i++)
+        for (uint64_t i = 0; i < ram_size / 4096; i++)
                 n += vec[i] & 1;
         return n * 4096 >> 20;
+}
+
+static uintptr_t ram_base(Vm *vm, uint64_t *ret_size) {
+        uint8_t *base;
+        const VmMemoryRegion *regions;
+        unsigned n_regions;
+        return vm_get_ram(vm, &base, ret_size, &regions, &n_regions) < 0 ? 0 : (uintptr_t)base;
 }
 
 /* Runs both owners' event handling until the given jobs finish. */
@@ -133,7 +141,7 @@ static void run_until_finished(Side *a, Side *b, unsigned timeout_ms) {
                         if (!sides[i])
                                 continue;
                         uint64_t mib = sides[i]->track_resident && sides[i]->job && !sides[i]->finished
-                                               ? resident_mib(sides[i]->vm)
+                                               ? resident_mib(sides[i]->ram_base, sides[i]->ram_size)
                                                : 0;
                         if (mib > 0) {
                                 sides[i]->resident_max_mib = MAX(sides[i]->resident_max_mib, mib);
@@ -179,7 +187,8 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
         start_source(&src, name, mem_mib, cmdline);
         printf("# %s: dirty tracking with %s\n", name, vm_dirty_log_method(src.vm));
         start_destination(&dst, name, uri, 60);
-        uint64_t resident_before = resident_mib(src.vm);
+        src.ram_base = ram_base(src.vm, &src.ram_size);
+        uint64_t resident_before = resident_mib(src.ram_base, src.ram_size);
         src.track_resident = true;
         assert_int_equal(migration_out_start(src.vm, uri, params, &callbacks, &src, &src.job), 0);
         /* A second job on the same VM is refused while one runs. */
