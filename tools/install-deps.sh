@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
         # build
         meson ninja-build gcc pkg-config
+        # the sanitizer and fuzzer builds of the test command: clang with its runtimes
+        # (ASan, UBSan, TSan, libFuzzer) and llvm-symbolizer for readable reports
+        clang libclang-rt-14-dev llvm
         libsystemd-dev libjson-c-dev liburing-dev libcmocka-dev
         # tests: a private bus, the polkit mock, unit checks
         dbus python3-dbusmock python3-dbus systemd libglib2.0-bin
