@@ -140,7 +140,9 @@ def meson_cmd(part, names, logbase):
 
 
 def logpath(part, logbase):
-    return os.path.join(top, part.builddir, "meson-logs", logbase + ".json")
+    # meson appends the name of a test setup other than the default to the log's name
+    suffix = "-" + part.setup if part.setup else ""
+    return os.path.join(top, part.builddir, "meson-logs", logbase + suffix + ".json")
 
 
 def classify_result(r):
