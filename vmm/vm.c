@@ -111,13 +111,6 @@ void vm_notify_changed(Vm *vm) {
         notify(vm, s, s);
 }
 
-void vm_set_irq_line(Vm *vm, unsigned irq, int level) {
-        struct kvm_irq_level l = { .irq = irq, .level = level > 0 };
-
-        if (vm->vm_fd >= 0)
-                (void)ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
-}
-
 static void uart_set_irq(void *opaque, int level) {
         vm_set_irq_line(opaque, UART_COM1_IRQ, level);
 }
@@ -410,6 +403,7 @@ static void vm_teardown(Vm *vm) {
         vm_throttle_stop(vm);
         (void)vm_dirty_log_stop(vm);
         vm_stop_threads(vm);
+        board_free_devices(vm);
         for (unsigned i = 0; vm->vcpus && i < vm->n_vcpus; i++)
                 vcpu_destroy(&vm->vcpus[i]);
         free(vm->vcpus);
@@ -572,22 +566,13 @@ static int vm_build(Vm *vm) {
         if (r < 0)
                 goto fail;
 
-        r = pio_bus_register(&vm->pio, UART_COM1_BASE, 8, &uart_pio_ops, &vm->uart);
+        r = board_init_devices(vm);
         if (r >= 0)
-                r = pio_bus_register(&vm->pio, PM_BASE, PM_LEN, &pm_pio_ops, &vm->pm);
-        if (r >= 0)
-                r = pio_bus_register(&vm->pio, PM_RESET_PORT, 1, &pm_reset_pio_ops, &vm->pm);
+                r = board_register_pio(vm);
         if (r < 0)
                 goto fail;
-
         /* Fresh device state for a fresh machine. */
-        UartState us;
-        uart_get_state(&vm->uart, &us);
-        us.rx_count = 0;
-        us.ier = 0;
-        us.thr_ipending = 0;
-        (void)uart_set_state(&vm->uart, &us);
-        pm_set_state(&vm->pm, &(PmState){});
+        board_reset_devices(vm);
 
         atomic_store(&vm->run_control, RUN_CONTROL_PAUSE);
         vm->n_parked = 0;
