@@ -7,63 +7,38 @@
 #include "log-vm.h"
 #include "manager-private.h"
 
-#define STATE_BIT(s) (1U << (s))
-
+/* Which states each action is valid in is the core's table (vmm/vm-state.c): the D-Bus
+ * API allows an action only where it changes something (Pause() of a paused VM is
+ * InvalidState), the core's own calls take "already there" as success. */
 static const struct {
         const char *verb;
-        unsigned allowed_states;
-        const char *allowed_text;
         int (*call)(Vm *vm);
 } action_table[_VM_ACTION_MAX] = {
-        [VM_ACTION_START] = {
-                "start",
-                STATE_BIT(VM_STATE_CREATED) | STATE_BIT(VM_STATE_STOPPED) |
-                        STATE_BIT(VM_STATE_CRASHED),
-                "created, stopped or crashed",
-                vm_start,
-        },
-        [VM_ACTION_PAUSE] = {
-                "pause",
-                STATE_BIT(VM_STATE_RUNNING),
-                "running",
-                vm_pause,
-        },
-        [VM_ACTION_RESUME] = {
-                "resume",
-                STATE_BIT(VM_STATE_PAUSED) | STATE_BIT(VM_STATE_MIGRATION_UNKNOWN),
-                "paused or migration-unknown",
-                vm_resume,
-        },
-        [VM_ACTION_SHUTDOWN] = {
-                "shutdown",
-                STATE_BIT(VM_STATE_RUNNING) | STATE_BIT(VM_STATE_PAUSED),
-                "running or paused",
-                vm_request_shutdown,
-        },
-        [VM_ACTION_STOP] = {
-                "stop",
-                STATE_BIT(VM_STATE_RUNNING) | STATE_BIT(VM_STATE_PAUSED) |
-                        STATE_BIT(VM_STATE_INCOMING) | STATE_BIT(VM_STATE_MIGRATION_UNKNOWN),
-                "running, paused, incoming or migration-unknown",
-                vm_stop,
-        },
+        [VM_ACTION_START] = { "start", vm_start },
+        [VM_ACTION_PAUSE] = { "pause", vm_pause },
+        [VM_ACTION_RESUME] = { "resume", vm_resume },
+        [VM_ACTION_SHUTDOWN] = { "shutdown", vm_request_shutdown },
+        [VM_ACTION_STOP] = { "stop", vm_stop },
 };
 
+_Static_assert((int)VM_ACTION_START == (int)VM_REQUEST_START, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_PAUSE == (int)VM_REQUEST_PAUSE, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_RESUME == (int)VM_REQUEST_RESUME, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_SHUTDOWN == (int)VM_REQUEST_SHUTDOWN, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_STOP == (int)VM_REQUEST_STOP, "VmAction follows VmRequest");
+_Static_assert((int)_VM_ACTION_MAX == (int)_VM_REQUEST_MAX, "VmAction follows VmRequest");
+
 const char *vm_action_to_string(VmAction a) {
-        return a >= 0 && a < _VM_ACTION_MAX ? action_table[a].verb : NULL;
+        return vm_request_to_string((VmRequest)a);
 }
 
 VmAction vm_action_from_string(const char *s) {
-        for (int a = 0; s && a < _VM_ACTION_MAX; a++)
-                if (strcmp(action_table[a].verb, s) == 0)
-                        return (VmAction)a;
-        return _VM_ACTION_INVALID;
+        VmRequest r = vm_request_from_string(s);
+        return r < 0 ? _VM_ACTION_INVALID : (VmAction)r;
 }
 
 bool vm_action_allowed_in(VmAction a, VmState s) {
-        if (a < 0 || a >= _VM_ACTION_MAX || s < 0 || s >= _VM_STATE_MAX)
-                return false;
-        return action_table[a].allowed_states & STATE_BIT(s);
+        return vm_request_transition((VmRequest)a, s) == VM_TRANSITION_ALLOWED;
 }
 
 const char *managed_vm_get_name(const ManagedVm *v) {
@@ -244,11 +219,15 @@ int managed_vm_act(ManagedVm *v, VmAction a, char **ret_error) {
                                  "Cannot start VM '%s': it has no configuration (its incoming "
                                  "migration ended before the source sent one); delete it",
                                  name);
-        if (!vm_action_allowed_in(a, s))
+        if (!vm_action_allowed_in(a, s)) {
+                char allowed[128];
+
+                (void)vm_request_allowed_states((VmRequest)a, allowed, sizeof allowed);
                 return set_error(ret_error, -EBADFD,
                                  "Cannot %s VM '%s': it is %s, and %s needs a VM that is %s",
                                  action_table[a].verb, name, vm_state_to_string(s),
-                                 action_table[a].verb, action_table[a].allowed_text);
+                                 action_table[a].verb, allowed);
+        }
 
         r = action_table[a].call(v->vm);
         managed_vm_refresh_state(v);

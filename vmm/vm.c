@@ -15,28 +15,6 @@
 #define KVM_TSS_ADDR 0xfffbd000
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000
 
-static const char *const state_table[_VM_STATE_MAX] = {
-        [VM_STATE_CREATED] = "created",
-        [VM_STATE_RUNNING] = "running",
-        [VM_STATE_PAUSED] = "paused",
-        [VM_STATE_INCOMING] = "incoming",
-        [VM_STATE_MIGRATED] = "migrated",
-        [VM_STATE_MIGRATION_UNKNOWN] = "migration-unknown",
-        [VM_STATE_STOPPED] = "stopped",
-        [VM_STATE_CRASHED] = "crashed",
-};
-
-const char *vm_state_to_string(VmState s) {
-        return s >= 0 && s < _VM_STATE_MAX ? state_table[s] : NULL;
-}
-
-VmState vm_state_from_string(const char *s) {
-        for (int i = 0; i < _VM_STATE_MAX; i++)
-                if (s && strcmp(s, state_table[i]) == 0)
-                        return (VmState)i;
-        return _VM_STATE_INVALID;
-}
-
 static bool on_owner_thread(const Vm *vm) {
         return pthread_equal(pthread_self(), vm->owner);
 }
@@ -652,17 +630,9 @@ int vm_start(Vm *vm) {
         if (!vm->config)
                 return -ENOEXEC; /* an incoming VM whose migration never sent its config */
 
-        switch (vm_get_state(vm)) {
-        case VM_STATE_CREATED:
-        case VM_STATE_STOPPED:
-        case VM_STATE_CRASHED:
-                break;
-        case VM_STATE_RUNNING:
-        case VM_STATE_PAUSED:
-                return -EBUSY;
-        default:
-                return -ESTALE;
-        }
+        r = vm_request_check(VM_REQUEST_START, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         r = vm_boot(vm);
         if (r < 0)
                 return r;
@@ -678,56 +648,51 @@ void vm_pause_vcpus(Vm *vm) {
 }
 
 int vm_pause(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        if (vm_get_state(vm) == VM_STATE_PAUSED)
-                return 0;
-        if (vm_get_state(vm) != VM_STATE_RUNNING)
-                return -ESTALE;
+        r = vm_request_check(VM_REQUEST_PAUSE, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         vm_pause_vcpus(vm);
         set_state(vm, VM_STATE_PAUSED);
         return 0;
 }
 
 int vm_resume(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        if (vm_get_state(vm) == VM_STATE_RUNNING)
-                return 0;
-        if (vm_get_state(vm) != VM_STATE_PAUSED && vm_get_state(vm) != VM_STATE_MIGRATION_UNKNOWN)
-                return -ESTALE;
+        r = vm_request_check(VM_REQUEST_RESUME, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         vm_set_run_control(vm, RUN_CONTROL_RUN);
         set_state(vm, VM_STATE_RUNNING);
         return 0;
 }
 
 int vm_request_shutdown(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        if (vm_get_state(vm) != VM_STATE_RUNNING && vm_get_state(vm) != VM_STATE_PAUSED)
-                return -ESTALE;
+        r = vm_request_check(VM_REQUEST_SHUTDOWN, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         pm_press_power_button(&vm->pm);
         return 0;
 }
 
 int vm_stop(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        switch (vm_get_state(vm)) {
-        case VM_STATE_RUNNING:
-        case VM_STATE_PAUSED:
-        case VM_STATE_INCOMING:
-        case VM_STATE_MIGRATION_UNKNOWN:
-                break;
-        case VM_STATE_STOPPED:
-                return 0;
-        default:
-                return -ESTALE;
-        }
+        r = vm_request_check(VM_REQUEST_STOP, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         vm_teardown(vm);
         set_state(vm, VM_STATE_STOPPED);
         return 0;

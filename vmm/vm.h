@@ -32,6 +32,36 @@ typedef enum VmState {
 const char *vm_state_to_string(VmState s);
 VmState vm_state_from_string(const char *s);
 
+/* The lifecycle requests every front end makes (one control surface), and the one table
+ * (vm-state.c) of the states each is valid in. */
+typedef enum VmRequest {
+        VM_REQUEST_START,
+        VM_REQUEST_PAUSE,
+        VM_REQUEST_RESUME,
+        VM_REQUEST_SHUTDOWN, /* guest-visible power-off request; the guest decides */
+        VM_REQUEST_STOP,     /* immediate */
+        _VM_REQUEST_MAX,
+        _VM_REQUEST_INVALID = -EINVAL,
+} VmRequest;
+
+typedef enum VmTransition {
+        VM_TRANSITION_INVALID, /* not in this state */
+        VM_TRANSITION_ALLOWED, /* the request changes the state (or, shutdown, asks the guest) */
+        VM_TRANSITION_ALREADY, /* the state the request leads to holds already */
+        VM_TRANSITION_BUSY,    /* start of a VM that runs */
+} VmTransition;
+
+const char *vm_request_to_string(VmRequest r);
+VmRequest vm_request_from_string(const char *s);
+VmTransition vm_request_transition(VmRequest r, VmState s);
+/* The core's answer: 1 allowed, 0 already done (the vm_* call succeeds doing nothing),
+ * -EBUSY (start of a running or paused VM) or -ESTALE. Front ends that must refuse
+ * "already" (the D-Bus API does: Pause() of a paused VM is InvalidState) check
+ * vm_request_transition() == VM_TRANSITION_ALLOWED instead. */
+int vm_request_check(VmRequest r, VmState s);
+/* "created, stopped or crashed": the states where 'r' is allowed, for messages. */
+size_t vm_request_allowed_states(VmRequest r, char *buf, size_t size);
+
 typedef struct Vm Vm;
 
 typedef void (*VmStateCallback)(Vm *vm, VmState old_state, VmState new_state, void *userdata);
