@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The board: which devices the machine has, at which ports, wired to which IRQ lines,
- * and the table of their state contracts. */
+ * and the table of their state contracts. The UART is COM1 (IRQ 4), the ACPI PM device
+ * raises the SCI on IRQ 9; both lines go to the in-kernel PIC and IOAPIC. */
 #include <sys/ioctl.h>
 
 #include "vm-internal.h"
@@ -10,6 +11,31 @@ void vm_set_irq_line(Vm *vm, unsigned irq, int level) {
 
         if (vm->vm_fd >= 0)
                 (void)ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
+}
+
+static void uart_set_irq(void *opaque, int level) {
+        vm_set_irq_line(opaque, UART_COM1_IRQ, level);
+}
+
+static void pm_set_irq(void *opaque, int level) {
+        vm_set_irq_line(opaque, PM_SCI_IRQ, level);
+}
+
+static void pm_event(void *opaque, PmEvent e) {
+        Vm *vm = opaque;
+
+        vm_post_event(vm, e == PM_EVENT_POWEROFF ? VM_EVENT_POWEROFF : VM_EVENT_RESET, NULL);
+}
+
+void board_init(Vm *vm) {
+        uart_init(&vm->uart, uart_set_irq, vm_console_output, vm);
+        vm->uart.rx_space = vm_console_rx_space;
+        pm_init(&vm->pm, pm_set_irq, pm_event, vm);
+}
+
+void board_done(Vm *vm) {
+        uart_done(&vm->uart);
+        pm_done(&vm->pm);
 }
 
 static const DeviceOps *const machine_devices[] = {

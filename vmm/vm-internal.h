@@ -145,7 +145,6 @@ int vcpu_create(struct Vm *vm, unsigned idx);
 void vcpu_destroy(Vcpu *v);
 int vcpu_start_thread(Vcpu *v);
 void vcpu_kick(Vcpu *v);
-int vcpu_init_cpu_state(Vcpu *v); /* CPUID, MSRs, LAPIC LINT0/LINT1 */
 void vm_post_event(struct Vm *vm, int event, const char *reason);
 /* Parks every vCPU thread (RUN_CONTROL_PAUSE, kick, wait); run control RUN lets them go. */
 void vm_pause_vcpus(struct Vm *vm);
@@ -166,12 +165,26 @@ int vcpu_map_dirty_ring(Vcpu *v);
 void vcpu_unmap_dirty_ring(Vcpu *v);
 void vm_dirty_ring_full(struct Vm *vm); /* a vCPU's ring is full: collect them all */
 
-/* vcpu.c: auto-converge */
+/* x86-cpu.c */
+int x86_get_supported_cpuid(struct Vm *vm); /* into vm->cpuid */
+int x86_probe_msrs(struct Vm *vm);          /* vm->msr_indices: what saved state carries */
+int vcpu_init_cpu_state(Vcpu *v);           /* CPUID, MSRs, LAPIC LINT0/LINT1 */
+
+/* console.c */
+int vm_console_open(struct Vm *vm); /* from vm->config; starts the input thread for a pty */
+void vm_console_close(struct Vm *vm);
+void vm_console_output(void *vm, const uint8_t *buf, size_t n); /* the UART's output */
+void vm_console_rx_space(void *vm); /* the UART's receive FIFO has room again */
+
+/* throttle.c: auto-converge */
 void vm_throttle_stop(struct Vm *vm);
 void vcpu_throttle_sleep(Vcpu *v);
 
 /* board.c */
 void vm_set_irq_line(struct Vm *vm, unsigned irq, int level);
+/* The port devices (UART, PM) wired to their IRQ lines and the console; at vm_new(). */
+void board_init(struct Vm *vm);
+void board_done(struct Vm *vm);
 /* The device table of a machine with vm->n_vcpus vCPUs (those need not be built): the
  * machine's devices, then each vCPU's, in the order their sections are saved. */
 int board_init_devices(struct Vm *vm);

@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <termios.h>
 
 #include "boot.h"
 #include "log.h"
@@ -89,176 +87,6 @@ void vm_notify_changed(Vm *vm) {
         notify(vm, s, s);
 }
 
-static void uart_set_irq(void *opaque, int level) {
-        vm_set_irq_line(opaque, UART_COM1_IRQ, level);
-}
-
-static void pm_set_irq(void *opaque, int level) {
-        vm_set_irq_line(opaque, PM_SCI_IRQ, level);
-}
-
-static void uart_output(void *opaque, const uint8_t *buf, size_t n) {
-        Vm *vm = opaque;
-
-        if (vm->console_fd < 0)
-                return;
-        /* The pty is non-blocking: with nobody reading, output is dropped, never stalls. */
-        while (n > 0) {
-                ssize_t w = write(vm->console_fd, buf, n);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return;
-                }
-                buf += w;
-                n -= (size_t)w;
-        }
-}
-
-static void console_rx_space(void *opaque) {
-        Vm *vm = opaque;
-        uint64_t one = 1;
-
-        if (vm->console_space_fd >= 0)
-                (void)!write(vm->console_space_fd, &one, sizeof one);
-}
-
-static void pm_event(void *opaque, PmEvent e) {
-        Vm *vm = opaque;
-
-        vm_post_event(vm, e == PM_EVENT_POWEROFF ? VM_EVENT_POWEROFF : VM_EVENT_RESET, NULL);
-}
-
-/* --- console --- */
-
-static void *console_thread(void *p) {
-        Vm *vm = p;
-        bool want_input = true;
-
-        (void)pthread_setname_np(pthread_self(), "console");
-        for (;;) {
-                struct pollfd fds[3] = {
-                        { .fd = vm->console_stop_fd, .events = POLLIN },
-                        { .fd = vm->console_space_fd, .events = POLLIN },
-                        { .fd = want_input ? vm->console_fd : -1, .events = POLLIN },
-                };
-                uint8_t buf[UART_FIFO_SIZE];
-                uint64_t v;
-
-                if (poll(fds, 3, -1) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        break;
-                }
-                if (fds[0].revents)
-                        break;
-                if (fds[1].revents) {
-                        (void)!read(vm->console_space_fd, &v, sizeof v);
-                        want_input = true;
-                }
-                if (fds[2].revents & POLLIN) {
-                        size_t space = uart_rx_space(&vm->uart);
-                        ssize_t n;
-
-                        if (space == 0) {
-                                want_input = false; /* wait until the guest drains the FIFO */
-                                continue;
-                        }
-                        n = read(vm->console_fd, buf, space);
-                        if (n > 0) {
-                                pthread_mutex_lock(&vm->irq_lock);
-                                (void)uart_receive(&vm->uart, buf, (size_t)n);
-                                pthread_mutex_unlock(&vm->irq_lock);
-                        }
-                } else if (fds[2].revents & (POLLHUP | POLLERR))
-                        want_input = false;
-        }
-        return NULL;
-}
-
-static int console_open(Vm *vm) {
-        const VmConfig *c = vm->config;
-
-        if (c->serial_mode == SERIAL_MODE_FILE) {
-                vm->console_fd = open(c->serial_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY,
-                                      0640);
-                if (vm->console_fd < 0)
-                        return negative_errno();
-                vm->console_path = strdup(c->serial_path);
-                return vm->console_path ? 0 : -ENOMEM;
-        }
-        if (c->serial_mode == SERIAL_MODE_PTY) {
-                char path[128];
-                struct termios t;
-                int r;
-
-                vm->console_fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-                if (vm->console_fd < 0)
-                        return negative_errno();
-                if (grantpt(vm->console_fd) < 0 || unlockpt(vm->console_fd) < 0 ||
-                    ptsname_r(vm->console_fd, path, sizeof path) != 0)
-                        return negative_errno();
-                if (tcgetattr(vm->console_fd, &t) == 0) {
-                        cfmakeraw(&t);
-                        (void)tcsetattr(vm->console_fd, TCSANOW, &t);
-                }
-                vm->console_slave_fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
-                if (vm->console_slave_fd < 0)
-                        return negative_errno();
-                vm->console_path = strdup(path);
-                if (!vm->console_path)
-                        return -ENOMEM;
-
-                vm->console_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                vm->console_space_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                if (vm->console_stop_fd < 0 || vm->console_space_fd < 0)
-                        return negative_errno();
-                r = pthread_create(&vm->console_thread, NULL, console_thread, vm);
-                if (r != 0)
-                        return -r;
-                vm->console_thread_started = true;
-                return 0;
-        }
-        vm->console_path = strdup("");
-        return vm->console_path ? 0 : -ENOMEM;
-}
-
-static void console_close(Vm *vm) {
-        if (vm->console_thread_started) {
-                uint64_t one = 1;
-                (void)!write(vm->console_stop_fd, &one, sizeof one);
-                pthread_join(vm->console_thread, NULL);
-                vm->console_thread_started = false;
-        }
-        vm->console_stop_fd = safe_close(vm->console_stop_fd);
-        vm->console_space_fd = safe_close(vm->console_space_fd);
-        vm->console_slave_fd = safe_close(vm->console_slave_fd);
-        vm->console_fd = safe_close(vm->console_fd);
-        free(vm->console_path);
-        vm->console_path = NULL;
-}
-
-int vm_open_console(Vm *vm, int *ret_fd) {
-        int fd;
-
-        if (!vm->config || !vm->console_path)
-                return -ENODEV;
-        switch (vm->config->serial_mode) {
-        case SERIAL_MODE_PTY:
-                fd = open(vm->console_path, O_RDWR | O_NOCTTY | O_CLOEXEC);
-                break;
-        case SERIAL_MODE_FILE:
-                fd = open(vm->console_path, O_RDONLY | O_NOCTTY | O_CLOEXEC);
-                break;
-        default:
-                return -ENODEV;
-        }
-        if (fd < 0)
-                return negative_errno();
-        *ret_fd = fd;
-        return 0;
-}
-
 /* --- object --- */
 
 static int vm_alloc(const char *name, VmState state, Vm **ret) {
@@ -278,9 +106,7 @@ static int vm_alloc(const char *name, VmState state, Vm **ret) {
         pthread_mutex_init(&vm->crash_lock, NULL);
         pthread_mutex_init(&vm->irq_lock, NULL);
         pthread_mutex_init(&vm->dirty_lock, NULL);
-        uart_init(&vm->uart, uart_set_irq, uart_output, vm);
-        vm->uart.rx_space = console_rx_space;
-        pm_init(&vm->pm, pm_set_irq, pm_event, vm);
+        board_init(vm);
         vm->state = state;
         vm->owner = pthread_self();
         vm->notify_old = -1;
@@ -304,9 +130,9 @@ static int vm_take_config(Vm *vm, const VmConfig *config) {
         if (r < 0)
                 return r;
         vm->config = c;
-        r = console_open(vm);
+        r = vm_console_open(vm);
         if (r < 0) {
-                console_close(vm);
+                vm_console_close(vm);
                 vm->config = vm_config_free(vm->config);
         }
         return r;
@@ -408,53 +234,6 @@ static void vm_teardown(Vm *vm) {
         pthread_mutex_unlock(&vm->crash_lock);
 }
 
-static int get_supported_cpuid(Vm *vm) {
-        for (uint32_t n = 64; n <= 4096; n *= 2) {
-                struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
-                if (!c)
-                        return -ENOMEM;
-                c->nent = n;
-                if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-                        vm->cpuid = c;
-                        return 0;
-                }
-                free(c);
-                if (errno != E2BIG)
-                        return negative_errno();
-        }
-        return -E2BIG;
-}
-
-/* The MSRs save/restore carries: those of KVM_GET_MSR_INDEX_LIST this vCPU can read. */
-static int probe_msrs(Vm *vm) {
-        struct kvm_msr_list probe = { .nmsrs = 0 };
-        _cleanup_free_ struct kvm_msr_list *list = NULL;
-
-        if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
-                return negative_errno();
-        if (probe.nmsrs == 0 || probe.nmsrs > 4096)
-                return -EIO;
-        list = calloc(1, sizeof(*list) + probe.nmsrs * sizeof(uint32_t));
-        if (!list)
-                return -ENOMEM;
-        list->nmsrs = probe.nmsrs;
-        if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0)
-                return negative_errno();
-
-        vm->msr_indices = calloc(MIN(list->nmsrs, VM_MAX_SAVED_MSRS), sizeof(uint32_t));
-        if (!vm->msr_indices)
-                return -ENOMEM;
-        for (uint32_t i = 0; i < list->nmsrs && vm->n_msrs < VM_MAX_SAVED_MSRS; i++) {
-                struct {
-                        struct kvm_msrs h;
-                        struct kvm_msr_entry e;
-                } m = { .h.nmsrs = 1, .e.index = list->indices[i] };
-                if (ioctl(vm->vcpus[0].fd, KVM_GET_MSRS, &m) == 1)
-                        vm->msr_indices[vm->n_msrs++] = list->indices[i];
-        }
-        return 0;
-}
-
 static int vm_build(Vm *vm) {
         uint64_t mem_bytes = vm->config->memory_mib * MiB;
         int r;
@@ -514,7 +293,7 @@ static int vm_build(Vm *vm) {
         if (r < 0)
                 goto fail;
 
-        r = get_supported_cpuid(vm);
+        r = x86_get_supported_cpuid(vm);
         if (r < 0)
                 goto fail;
 
@@ -540,7 +319,7 @@ static int vm_build(Vm *vm) {
                 if (r < 0)
                         goto fail;
         }
-        r = probe_msrs(vm);
+        r = x86_probe_msrs(vm);
         if (r < 0)
                 goto fail;
 
@@ -751,9 +530,8 @@ Vm *vm_free(Vm *vm) {
                 return NULL;
         if (vm->built)
                 vm_teardown(vm);
-        console_close(vm);
-        uart_done(&vm->uart);
-        pm_done(&vm->pm);
+        vm_console_close(vm);
+        board_done(vm);
         vm->event_fd = safe_close(vm->event_fd);
         pthread_mutex_destroy(&vm->run_lock);
         pthread_cond_destroy(&vm->run_cond);
