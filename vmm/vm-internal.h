@@ -10,6 +10,7 @@
 #include "pio.h"
 #include "pm.h"
 #include "uart.h"
+#include "vm-migration.h"
 #include "vm.h"
 
 #define VM_MAX_SAVED_MSRS 256

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "test-util.h"
 #include "console-watch.h"
+#include "vm-migration.h"
 #include "vm.h"
 
 static char *guest;
