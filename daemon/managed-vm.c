@@ -168,6 +168,7 @@ int managed_vm_new(Manager *m, const char *name, const VmConfig *config, Managed
         r = vm_new(name, config, &vm);
         if (r < 0)
                 return r;
+        vm_set_options(vm, &m->vm_options);
         return managed_vm_wrap(m, &vm, ret);
 }
 
@@ -179,6 +180,7 @@ int managed_vm_new_incoming(Manager *m, const char *name, ManagedVm **ret) {
         r = vm_new_incoming(name, &vm);
         if (r < 0)
                 return r;
+        vm_set_options(vm, &m->vm_options);
         return managed_vm_wrap(m, &vm, ret);
 }
 

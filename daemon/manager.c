@@ -19,6 +19,7 @@ int manager_new(sd_event *event, Manager **ret) {
                 return -ENOMEM;
         m->event = sd_event_ref(event);
         m->max_vms = MANAGER_MAX_VMS_DEFAULT;
+        vm_options_init(&m->vm_options);
         *ret = m;
         return 0;
 }
@@ -51,6 +52,10 @@ int manager_set_max_vms(Manager *m, unsigned n) {
                 return -ERANGE;
         m->max_vms = n;
         return 0;
+}
+
+void manager_set_vm_options(Manager *m, const VmOptions *options) {
+        m->vm_options = *options;
 }
 
 int manager_add_observer(Manager *m, const ManagerObserver *ops, void *userdata) {

@@ -94,6 +94,7 @@ struct Vm {
         bool manual_protect, manual_protect_checked;
         unsigned long *slot_bitmap[GUEST_MAX_REGIONS]; /* KVM_GET_DIRTY_LOG buffers */
         unsigned long *dirty_pending; /* dirtied, not yet fetched; host page numbering */
+        VmOptions options;
         VmStateCallback state_cb;
         void *state_cb_userdata;
 

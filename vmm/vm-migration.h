@@ -72,8 +72,8 @@ int vm_dirty_log_start(Vm *vm);
  * yet set in 'bitmap'. */
 int64_t vm_dirty_log_fetch(Vm *vm, unsigned long *bitmap, uint64_t *ret_new);
 int vm_dirty_log_stop(Vm *vm);
-/* "dirty-ring" (KVM_CAP_DIRTY_LOG_RING, chosen when KVM has it and VMMD_DIRTY_RING is not
- * "0" when the VM is built) or "bitmap" (KVM_GET_DIRTY_LOG). */
+/* "dirty-ring" (KVM_CAP_DIRTY_LOG_RING, chosen when KVM has it and VmOptions.dirty_ring
+ * was on when the VM was built) or "bitmap" (KVM_GET_DIRTY_LOG). */
 const char *vm_dirty_log_method(const Vm *vm);
 /* Writes into guest RAM from the VMM; while dirty logging is on, the pages written are
  * reported by the next vm_dirty_log_fetch() (KVM sees only the guest's own writes). */

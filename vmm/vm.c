@@ -107,6 +107,7 @@ static int vm_alloc(const char *name, VmState state, Vm **ret) {
         pthread_mutex_init(&vm->irq_lock, NULL);
         pthread_mutex_init(&vm->dirty_lock, NULL);
         board_init(vm);
+        vm_options_init(&vm->options);
         vm->state = state;
         vm->owner = pthread_self();
         vm->notify_old = -1;
@@ -172,6 +173,14 @@ const VmConfig *vm_get_config(const Vm *vm) {
 
 const char *vm_get_console_path(const Vm *vm) {
         return vm->console_path ? vm->console_path : "";
+}
+
+void vm_options_init(VmOptions *ret) {
+        *ret = (VmOptions){ .dirty_ring = true, .thp = true };
+}
+
+void vm_set_options(Vm *vm, const VmOptions *options) {
+        vm->options = *options;
 }
 
 void vm_set_state_callback(Vm *vm, VmStateCallback cb, void *userdata) {
@@ -286,7 +295,7 @@ static int vm_build(Vm *vm) {
                 goto fail;
         }
 
-        r = guest_memory_alloc(mem_bytes, &vm->mem);
+        r = guest_memory_alloc(mem_bytes, vm->options.thp, &vm->mem);
         if (r < 0)
                 goto fail;
         r = guest_memory_register(&vm->mem, vm->vm_fd, 0);

@@ -76,6 +76,16 @@ typedef struct VcpuStats {
         uint64_t exits_other;
 } VcpuStats;
 
+/* How the VMM builds a VM, chosen by its front end (the daemon from its environment, tests
+ * directly): library code reads no environment. */
+typedef struct VmOptions {
+        bool dirty_ring; /* track dirty pages with KVM's dirty ring where KVM has it */
+        bool thp;        /* transparent huge pages for guest RAM (best effort) */
+} VmOptions;
+
+/* The defaults: both on. */
+void vm_options_init(VmOptions *ret);
+
 /* Creates a VM in state 'created' from a validated config. Nothing is allocated in KVM
  * until vm_start() or vm_prepare_incoming(). The config is copied. */
 int vm_new(const char *name, const VmConfig *config, Vm **ret);
@@ -88,6 +98,8 @@ const VmConfig *vm_get_config(const Vm *vm);
 /* The console's path: the pty slave in pty mode, the file in file mode, "" otherwise. */
 const char *vm_get_console_path(const Vm *vm);
 void vm_set_state_callback(Vm *vm, VmStateCallback cb, void *userdata);
+/* Takes effect the next time the VM is built (start, incoming). */
+void vm_set_options(Vm *vm, const VmOptions *options);
 
 /* created/stopped/crashed -> running: builds the KVM VM, loads the kernel, starts vCPUs.
  * -EBUSY if already running or paused; -EPERM-free: all errors are negative errnos. */
