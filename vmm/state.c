@@ -8,17 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
 
 #include "log.h"
 #include "state-stream.h"
+#include "time-util.h"
 #include "vm-internal.h"
-
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 
 #define VMINFO_VERSION 1
@@ -44,7 +38,7 @@ int vm_save_state_timed(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *r
 /* The machine's description first, then every device of the table in its order. */
 int vm_save_state_parked(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *ret_vcpu_us,
                          uint64_t *ret_device_us) {
-        uint64_t t0 = mono_usec(), t1 = 0;
+        uint64_t t0 = time_monotonic_usec(), t1 = 0;
         _cleanup_free_ void *scratch = NULL;
         size_t scratch_size = 0;
         StateWriter w;
@@ -59,7 +53,7 @@ int vm_save_state_parked(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *
                 const Device *d = &vm->devices[i];
 
                 if (d->ops->per_vcpu && t1 == 0)
-                        t1 = mono_usec();
+                        t1 = time_monotonic_usec();
                 r = device_save(d, &w, &scratch, &scratch_size);
                 if (r < 0) {
                         log_debug_errno(r, "state: saving %s/%u failed: %m", d->ops->name, d->instance);
@@ -68,11 +62,11 @@ int vm_save_state_parked(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *
                 }
         }
         if (t1 == 0)
-                t1 = mono_usec();
+                t1 = time_monotonic_usec();
         r = state_writer_finish(&w, ret_buf, ret_size);
         if (r >= 0) {
                 *ret_device_us = t1 - t0;
-                *ret_vcpu_us = mono_usec() - t1;
+                *ret_vcpu_us = time_monotonic_usec() - t1;
         }
         return r;
 }
@@ -241,9 +235,9 @@ int vm_save_state_live(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *re
                 return vm_save_state_parked(vm, ret_buf, ret_size, ret_vcpu_us, ret_device_us);
         if (vm_get_state(vm) != VM_STATE_RUNNING || !vm_job_is_active(vm))
                 return -ESTALE;
-        t = mono_usec();
+        t = time_monotonic_usec();
         vm_pause_vcpus(vm);
-        *ret_pause_us = mono_usec() - t;
+        *ret_pause_us = time_monotonic_usec() - t;
         r = vm_save_state_parked(vm, ret_buf, ret_size, ret_vcpu_us, ret_device_us);
         vm_set_run_control(vm, RUN_CONTROL_RUN);
         return r;
@@ -262,9 +256,9 @@ int vm_restore_state_trial(Vm *vm, const uint8_t *buf, size_t size, uint64_t *re
         r = vm_save_state(vm, &own, &own_size);
         if (r < 0)
                 return r;
-        t = mono_usec();
+        t = time_monotonic_usec();
         r = vm_restore_state(vm, buf, size);
-        *ret_apply_us = mono_usec() - t;
+        *ret_apply_us = time_monotonic_usec() - t;
         q = vm_restore_state(vm, own, own_size);
         return r < 0 ? r : q;
 }
