@@ -207,17 +207,17 @@ int managed_vm_act(ManagedVm *v, VmAction a, char **ret_error) {
         int r;
 
         if (a < 0 || a >= _VM_ACTION_MAX)
-                return set_error(ret_error, -EINVAL, "Unknown action");
+                return manager_set_error(ret_error, -EINVAL, "Unknown action");
         if (a == VM_ACTION_START && v->manager->shutting_down)
-                return set_error(ret_error, -EBUSY,
+                return manager_set_error(ret_error, -EBUSY,
                                  "Cannot start VM '%s': vmmd is shutting down", name);
         if (v->job_active && a != VM_ACTION_STOP)
-                return set_error(ret_error, -EBUSY,
+                return manager_set_error(ret_error, -EBUSY,
                                  "Cannot %s VM '%s': job %" PRIu32 " is running on it; abort "
                                  "the job first",
                                  action_table[a].verb, name, v->job_id);
         if (a == VM_ACTION_START && !vm_get_config(v->vm))
-                return set_error(ret_error, -EBADFD,
+                return manager_set_error(ret_error, -EBADFD,
                                  "Cannot start VM '%s': it has no configuration (its incoming "
                                  "migration ended before the source sent one); delete it",
                                  name);
@@ -225,7 +225,7 @@ int managed_vm_act(ManagedVm *v, VmAction a, char **ret_error) {
                 char allowed[128];
 
                 (void)vm_request_allowed_states((VmRequest)a, allowed, sizeof allowed);
-                return set_error(ret_error, -EBADFD,
+                return manager_set_error(ret_error, -EBADFD,
                                  "Cannot %s VM '%s': it is %s, and %s needs a VM that is %s",
                                  action_table[a].verb, name, vm_state_to_string(s),
                                  action_table[a].verb, allowed);
@@ -235,11 +235,11 @@ int managed_vm_act(ManagedVm *v, VmAction a, char **ret_error) {
         managed_vm_refresh_state(v);
         if (r < 0) {
                 if (a == VM_ACTION_START && access("/dev/kvm", R_OK | W_OK) < 0)
-                        return set_error(ret_error, r,
+                        return manager_set_error(ret_error, r,
                                          "Failed to start VM '%s': KVM is not available "
                                          "(/dev/kvm: %s)",
                                          name, strerror(errno));
-                return set_error(ret_error, r, "Failed to %s VM '%s': %s", action_table[a].verb,
+                return manager_set_error(ret_error, r, "Failed to %s VM '%s': %s", action_table[a].verb,
                                  name, strerror(-r));
         }
 
@@ -255,14 +255,14 @@ int managed_vm_open_console(ManagedVm *v, int *ret_fd, char **ret_error) {
         r = vm_open_console(v->vm, &fd);
         if (r == -ENODEV) {
                 if (vm_get_config(v->vm) && vm_get_config(v->vm)->serial_mode == SERIAL_MODE_NONE)
-                        return set_error(ret_error, r,
+                        return manager_set_error(ret_error, r,
                                          "VM '%s' has no console: its serial mode is \"none\"",
                                          name);
-                return set_error(ret_error, r, "The console of VM '%s' is not available while it is %s",
+                return manager_set_error(ret_error, r, "The console of VM '%s' is not available while it is %s",
                                  name, vm_state_to_string(managed_vm_get_state(v)));
         }
         if (r < 0)
-                return set_error(ret_error, r, "Failed to open the console of VM '%s': %s", name,
+                return manager_set_error(ret_error, r, "Failed to open the console of VM '%s': %s", name,
                                  strerror(-r));
         *ret_fd = fd;
         return 0;
@@ -270,14 +270,14 @@ int managed_vm_open_console(ManagedVm *v, int *ret_fd, char **ret_error) {
 
 int managed_vm_abort_job(ManagedVm *v, char **ret_error) {
         if (!v->job_active || !v->job)
-                return set_error(ret_error, -EBADFD, "No job is active on VM '%s'",
+                return manager_set_error(ret_error, -EBADFD, "No job is active on VM '%s'",
                                  managed_vm_get_name(v));
         return managed_job_cancel(v->job, ret_error);
 }
 
 int managed_vm_set_max_downtime(ManagedVm *v, uint64_t ms, char **ret_error) {
         if (ms == 0 || ms > MANAGED_VM_MAX_DOWNTIME_MS_MAX)
-                return set_error(ret_error, -ERANGE,
+                return manager_set_error(ret_error, -ERANGE,
                                  "Maximum downtime must be between 1 and %" PRIu64 " ms, got %" PRIu64,
                                  MANAGED_VM_MAX_DOWNTIME_MS_MAX, ms);
         v->max_downtime_ms = ms;
@@ -290,7 +290,7 @@ int managed_vm_set_max_downtime(ManagedVm *v, uint64_t ms, char **ret_error) {
 
 int managed_vm_set_max_speed(ManagedVm *v, uint64_t mibps, char **ret_error) {
         if (mibps > MANAGED_VM_MAX_SPEED_MIBPS_MAX)
-                return set_error(ret_error, -ERANGE,
+                return manager_set_error(ret_error, -ERANGE,
                                  "Maximum migration speed must be at most %" PRIu64 " MiB/s",
                                  MANAGED_VM_MAX_SPEED_MIBPS_MAX);
         v->max_speed_mibps = mibps;
