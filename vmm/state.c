@@ -191,10 +191,10 @@ int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size) {
         _cleanup_free_ unsigned *order = NULL;
         int r;
 
+        vm->state_error[0] = 0;
         if (!vm->built || vm_get_state(vm) != VM_STATE_INCOMING)
                 return -ESTALE;
 
-        vm->state_error[0] = 0;
         sec = calloc(MAX(vm->n_devices, 1u), sizeof *sec);
         order = calloc(MAX(vm->n_devices, 1u), sizeof *order);
         if (!sec || !order)
@@ -259,6 +259,14 @@ int vm_restore_state_trial(Vm *vm, const uint8_t *buf, size_t size, uint64_t *re
         t = time_monotonic_usec();
         r = vm_restore_state(vm, buf, size);
         *ret_apply_us = time_monotonic_usec() - t;
+        if (r < 0) {
+                /* Putting the own state back must not hide why the trial was refused. */
+                char why[sizeof vm->state_error];
+                memcpy(why, vm->state_error, sizeof why);
+                (void)vm_restore_state(vm, own, own_size);
+                memcpy(vm->state_error, why, sizeof why);
+                return r;
+        }
         q = vm_restore_state(vm, own, own_size);
-        return r < 0 ? r : q;
+        return q;
 }

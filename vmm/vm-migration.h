@@ -33,7 +33,7 @@ int vm_restore_state_trial(Vm *vm, const uint8_t *buf, size_t size, uint64_t *re
 /* Loads state saved by vm_save_state() into a VM in state 'incoming'; the VM stays
  * stopped until vm_resume_incoming(). Validates every section; -EBADMSG on bad input. */
 int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size);
-/* Why the last vm_restore_state() refused its input, naming the device or section
+/* Why the last vm_restore_state() or vm_restore_state_trial() refused its input, naming the device or section
  * ("uart: section version 2, this build reads 1"); "" if it did not. */
 const char *vm_get_state_error(const Vm *vm);
 /* incoming (state restored) -> running. */
