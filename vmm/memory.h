@@ -4,7 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "vm.h"
+#include "vm-migration.h"
 
 /* Guest RAM: one anonymous host mapping (MADV_HUGEPAGE: transparent huge pages work for
  * anonymous memory on our hosts, not for memfd), split into at most two guest-physical

@@ -129,6 +129,3 @@ int vm_get_vcpu_stats(const Vm *vm, unsigned idx, VcpuStats *ret);
  * vm_get_config() returns NULL) until vm_incoming_setup() (vm-migration.h) gives it the
  * config the source sent. */
 int vm_new_incoming(const char *name, Vm **ret);
-
-/* Until migration/ includes it itself. */
-#include "vm-migration.h"

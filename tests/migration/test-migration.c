@@ -23,6 +23,7 @@
 #include "config.h"
 #include "console-watch.h"
 #include "migration.h"
+#include "vm-migration.h"
 #include "test-util.h"
 #include "vm.h"
 #include "wire.h"
