@@ -383,7 +383,8 @@ static int run(Incoming *in) {
                         r = vm_restore_state_trial(j->vm, trial, h.len, &apply_us);
                         if (r < 0) {
                                 set_error(in, "the vCPU/device state was rejected in the rehearsal: %s",
-                                          strerror(-r));
+                                          vm_get_state_error(j->vm)[0] ? vm_get_state_error(j->vm)
+                                                                       : strerror(-r));
                                 return r;
                         }
                         r = mig_send_msg(fd0, MIG_TRIAL_DONE, apply_us, time_monotonic_usec() - t, NULL, 0);
@@ -422,7 +423,9 @@ static int run(Incoming *in) {
                         t = time_monotonic_usec();
                         r = vm_restore_state(j->vm, state, state_len);
                         if (r < 0) {
-                                set_error(in, "the vCPU/device state was rejected: %s", strerror(-r));
+                                set_error(in, "the vCPU/device state was rejected: %s",
+                                          vm_get_state_error(j->vm)[0] ? vm_get_state_error(j->vm)
+                                                                       : strerror(-r));
                                 return r;
                         }
                         uint64_t restore_us = time_monotonic_usec() - t;
