@@ -8,7 +8,8 @@
 #include <json-c/json.h>
 
 #include "dbus/bus-api.h"
-#include "vmmctl-migrate.h"
+#include "vmmctl-format.h"
+#include "vmmctl-job.h"
 
 /* Jobs: reading the Job interface's properties, and the jobs, job, job-cancel commands. */
 
@@ -73,46 +74,17 @@ static const struct {
 
 #define PAGE_SIZE_BYTES 4096
 
+static bool want_libvirt;
+
+void ctl_job_set_libvirt(bool b) {
+        want_libvirt = b;
+}
+
 static const char field_signature[] = {
         [FIELD_U32] = 'u', [FIELD_U64] = 't',    [FIELD_DOUBLE] = 'd',
         [FIELD_BOOL] = 'b', [FIELD_STRING] = 's', [FIELD_PATH] = 'o',
 };
 
-const char *format_mib(char *buf, size_t size, uint64_t bytes) {
-        if (bytes >= 10 * GiB)
-                snprintf(buf, size, "%.1f GiB", (double)bytes / (double)GiB);
-        else
-                snprintf(buf, size, "%.1f MiB", (double)bytes / (double)MiB);
-        return buf;
-}
-
-const char *format_usec(char *buf, size_t size, uint64_t usec) {
-        if (usec < 1000)
-                snprintf(buf, size, "%" PRIu64 " us", usec);
-        else if (usec < 10 * USEC_PER_SEC)
-                snprintf(buf, size, "%.1f ms", (double)usec / 1000.0);
-        else
-                snprintf(buf, size, "%.2f s", (double)usec / (double)USEC_PER_SEC);
-        return buf;
-}
-
-const char *format_rate(char *buf, size_t size, uint64_t bytes_per_sec) {
-        snprintf(buf, size, "%.1f MiB/s", (double)bytes_per_sec / (double)MiB);
-        return buf;
-}
-
-static const char *format_time(char *buf, size_t size, uint64_t usec) {
-        time_t t = (time_t)(usec / USEC_PER_SEC);
-        struct tm tm;
-
-        if (usec == 0 || !localtime_r(&t, &tm)) {
-                snprintf(buf, size, "-");
-                return buf;
-        }
-        size_t n = strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
-        snprintf(buf + n, size - n, ".%03" PRIu64, (usec % USEC_PER_SEC) / 1000);
-        return buf;
-}
 
 bool job_state_is_final_str(const char *state) {
         return state && (strcmp(state, "completed") == 0 || strcmp(state, "failed") == 0 ||
@@ -293,32 +265,32 @@ static void print_value(size_t f, const JobInfo *j) {
 
         switch (job_fields[f].unit) {
         case UNIT_BYTES:
-                printf("%s (%" PRIu64 " bytes)\n", format_mib(a, sizeof a, v), v);
+                printf("%s (%" PRIu64 " bytes)\n", ctl_format_mib(a, sizeof a, v), v);
                 break;
         case UNIT_USEC:
                 if (v < 1000)
                         printf("%" PRIu64 " us\n", v);
                 else
-                        printf("%s (%" PRIu64 " us)\n", format_usec(a, sizeof a, v), v);
+                        printf("%s (%" PRIu64 " us)\n", ctl_format_usec(a, sizeof a, v), v);
                 break;
         case UNIT_RATE:
                 if (v == 0 && strcmp(job_fields[f].name, "MaxBandwidth") == 0)
                         puts("unlimited");
                 else
-                        printf("%s (%" PRIu64 " bytes/s)\n", format_rate(a, sizeof a, v), v);
+                        printf("%s (%" PRIu64 " bytes/s)\n", ctl_format_rate(a, sizeof a, v), v);
                 break;
         case UNIT_PAGES_RATE:
                 printf("%" PRIu64 " pages/s (%s)\n", v,
-                       format_rate(a, sizeof a, v * PAGE_SIZE_BYTES));
+                       ctl_format_rate(a, sizeof a, v * PAGE_SIZE_BYTES));
                 break;
         case UNIT_TIME:
-                printf("%s\n", format_time(a, sizeof a, v));
+                printf("%s\n", ctl_format_time(a, sizeof a, v));
                 break;
         case UNIT_PERCENT:
                 printf("%" PRIu64 "%%\n", v);
                 break;
         case UNIT_PAGES:
-                printf("%" PRIu64 " (%s)\n", v, format_mib(b, sizeof b, v * PAGE_SIZE_BYTES));
+                printf("%" PRIu64 " (%s)\n", v, ctl_format_mib(b, sizeof b, v * PAGE_SIZE_BYTES));
                 break;
         default:
                 printf("%" PRIu64 "\n", v);
@@ -336,7 +308,7 @@ void job_info_print(const JobInfo *j) {
                         printf("%22s:%s\n", "DowntimeBreakdown", j->n_breakdown ? "" : " -");
                         for (size_t i = 0; i < j->n_breakdown; i++)
                                 printf("%24s%-20s %10s\n", "", j->breakdown[i].phase,
-                                       format_usec(a, sizeof a, j->breakdown[i].usec));
+                                       ctl_format_usec(a, sizeof a, j->breakdown[i].usec));
                 }
         }
 }
@@ -622,11 +594,11 @@ size_t job_print_iterations(Ctl *c, const char *path) {
                 }
                 printf("  %4" PRIu32 "  %10s  %11s  %11" PRIu64 "  %13s  %13s  %7" PRIu32
                        "%%  %12s\n",
-                       recs[i].index, format_usec(d, sizeof d, recs[i].duration_usec),
-                       format_mib(b, sizeof b, recs[i].bytes), recs[i].dirty_pages,
-                       format_rate(dr, sizeof dr, recs[i].dirty_rate * PAGE_SIZE_BYTES),
-                       format_rate(w, sizeof w, recs[i].bandwidth), recs[i].throttle,
-                       format_usec(e, sizeof e, recs[i].expected_downtime));
+                       recs[i].index, ctl_format_usec(d, sizeof d, recs[i].duration_usec),
+                       ctl_format_mib(b, sizeof b, recs[i].bytes), recs[i].dirty_pages,
+                       ctl_format_rate(dr, sizeof dr, recs[i].dirty_rate * PAGE_SIZE_BYTES),
+                       ctl_format_rate(w, sizeof w, recs[i].bandwidth), recs[i].throttle,
+                       ctl_format_usec(e, sizeof e, recs[i].expected_downtime));
         }
         return n;
 }
@@ -683,7 +655,7 @@ int verb_job(Ctl *c, int argc, char *argv[]) {
         r = ctl_job_path(argv[1], &path);
         if (r < 0)
                 return r;
-        if (ctl_migrate_want_libvirt())
+        if (want_libvirt)
                 return print_libvirt_stats(c, path);
 
         r = job_info_fetch(c, path, &j);

@@ -10,6 +10,8 @@
 #include <systemd/sd-event.h>
 
 #include "dbus/bus-api.h"
+#include "time-util.h"
+#include "vmmctl-format.h"
 #include "vmmctl-migrate.h"
 
 /* migrate and receive: start a migration job, then follow it (PropertiesChanged drives a
@@ -36,7 +38,6 @@ static struct {
         bool dispatch;
         const char *config;
         ProgressMode progress;
-        bool libvirt;
 } arg;
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
@@ -100,21 +101,10 @@ int ctl_migrate_parse_option(int option, const char *optarg_) {
                                              optarg_);
                 return 1;
         case ARG_LIBVIRT:
-                arg.libvirt = true;
+                ctl_job_set_libvirt(true);
                 return 1;
         }
         return 0;
-}
-
-bool ctl_migrate_want_libvirt(void) {
-        return arg.libvirt;
-}
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
 }
 
 /* --- following a job --- */
@@ -165,17 +155,17 @@ static void format_figures(const Follow *f, char *buf, size_t size) {
         if (n < 0 || (size_t)n >= size)
                 return;
         n += snprintf(buf + n, size - (size_t)n, "  %s %s, %s left, %s",
-                      f->outgoing ? "sent" : "received", format_mib(a, sizeof a, j->bytes_processed),
-                      format_mib(b, sizeof b, j->bytes_remaining),
-                      format_rate(r, sizeof r, j->rate));
+                      f->outgoing ? "sent" : "received", ctl_format_mib(a, sizeof a, j->bytes_processed),
+                      ctl_format_mib(b, sizeof b, j->bytes_remaining),
+                      ctl_format_rate(r, sizeof r, j->rate));
         if ((size_t)n >= size || !f->outgoing)
                 return;
         /* Iteration counts completed passes: during precopy, the one running is the next. */
         bool precopy = j->phase &&
                        (strcmp(j->phase, "precopy") == 0 || strcmp(j->phase, "setup") == 0);
         n += snprintf(buf + n, size - (size_t)n, ", dirty %s, pass %" PRIu32 ", downtime ~%s",
-                      format_rate(d, sizeof d, j->dirty_rate * 4096), j->iteration + precopy,
-                      format_usec(e, sizeof e, j->expected_downtime_usec));
+                      ctl_format_rate(d, sizeof d, j->dirty_rate * 4096), j->iteration + precopy,
+                      ctl_format_usec(e, sizeof e, j->expected_downtime_usec));
         if ((size_t)n < size && j->throttle_percent > 0)
                 snprintf(buf + n, size - (size_t)n, ", throttle %" PRIu32 "%%",
                          j->throttle_percent);
@@ -214,7 +204,7 @@ static void render(Follow *f) {
                 break;
         }
         case PROGRESS_LINES:
-                now = now_usec();
+                now = time_monotonic_usec();
                 /* A line a second, and one at every change of phase. */
                 if (f->last_line != 0 && now - f->last_line < USEC_PER_SEC &&
                     strcmp(f->last_phase, phase_label(j)) == 0)
@@ -331,35 +321,35 @@ static void print_summary(Ctl *c, const JobInfo *j, bool outgoing, const char *v
                 printf("Migration of VM '%s' received on %s: %s\n", vm_name, uri,
                        j->state ?: "?");
         printf("  %-14s %" PRIu32 " (%s)\n", "Job:", j->id, j->path ?: "");
-        printf("  %-14s %s (setup %s)\n", "Total time:", format_usec(a, sizeof a, j->elapsed_usec),
-               format_usec(b, sizeof b, j->setup_usec));
+        printf("  %-14s %s (setup %s)\n", "Total time:", ctl_format_usec(a, sizeof a, j->elapsed_usec),
+               ctl_format_usec(b, sizeof b, j->setup_usec));
         if (j->downtime_usec > 0 || outgoing) {
                 printf("  %-14s %s", "Downtime:", j->downtime_usec
-                                                          ? format_usec(a, sizeof a, j->downtime_usec)
+                                                          ? ctl_format_usec(a, sizeof a, j->downtime_usec)
                                                           : "-");
                 if (outgoing)
-                        printf(" (limit %s)", format_usec(b, sizeof b, j->max_downtime_usec));
+                        printf(" (limit %s)", ctl_format_usec(b, sizeof b, j->max_downtime_usec));
                 putchar('\n');
                 for (size_t i = 0; i < j->n_breakdown; i++) {
                         printf("    %-22s %10s\n", j->breakdown[i].phase,
-                               format_usec(a, sizeof a, j->breakdown[i].usec));
+                               ctl_format_usec(a, sizeof a, j->breakdown[i].usec));
                         sum += j->breakdown[i].usec;
                 }
                 if (j->n_breakdown > 0 && j->downtime_usec >= sum)
                         printf("    %-22s %10s\n", "(not attributed)",
-                               format_usec(a, sizeof a, j->downtime_usec - sum));
+                               ctl_format_usec(a, sizeof a, j->downtime_usec - sum));
         }
         printf("  %-14s %s %s (%" PRIu64 " bytes); %" PRIu64 " pages with data, %" PRIu64
                " zero pages\n",
-               "Data:", format_mib(a, sizeof a, j->bytes_processed), outgoing ? "sent" : "received",
+               "Data:", ctl_format_mib(a, sizeof a, j->bytes_processed), outgoing ? "sent" : "received",
                j->bytes_processed, j->normal_pages, j->zero_pages);
-        printf("  %-14s %s", "Rate:", format_rate(a, sizeof a, j->rate));
+        printf("  %-14s %s", "Rate:", ctl_format_rate(a, sizeof a, j->rate));
         if (j->max_bandwidth)
-                printf(" (limit %s)", format_rate(b, sizeof b, j->max_bandwidth));
+                printf(" (limit %s)", ctl_format_rate(b, sizeof b, j->max_bandwidth));
         putchar('\n');
         if (outgoing) {
                 printf("  %-14s %" PRIu32 " (dirty rate %s at the end, throttle %" PRIu32 "%%)\n",
-                       "Passes:", j->iteration, format_rate(d, sizeof d, j->dirty_rate * 4096),
+                       "Passes:", j->iteration, ctl_format_rate(d, sizeof d, j->dirty_rate * 4096),
                        j->throttle_percent);
                 job_print_iterations(c, j->path);
         }

@@ -5,17 +5,11 @@
 #include <time.h>
 
 #include "dbus/bus-api.h"
+#include "time-util.h"
 #include "vmmctl-wait.h"
 
 /* Following a VM's State through PropertiesChanged, until the guest is down. Event-driven:
  * sd_bus_wait() sleeps until a message arrives or the deadline passes. */
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
-}
 
 static int set_state(VmWatch *w, const char *state) {
         char *s = strdup(state);
@@ -116,7 +110,7 @@ bool vm_watch_is_down(const VmWatch *w) {
 
 int vm_watch_run(VmWatch *w, uint64_t timeout_usec) {
         sd_bus *bus = w->ctl->bus;
-        uint64_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX : now_usec() + timeout_usec;
+        uint64_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX : time_monotonic_usec() + timeout_usec;
         int r;
 
         while (!vm_watch_is_down(w)) {
@@ -128,7 +122,7 @@ int vm_watch_run(VmWatch *w, uint64_t timeout_usec) {
                 if (r > 0)
                         continue;
 
-                now = now_usec();
+                now = time_monotonic_usec();
                 if (deadline != UINT64_MAX && now >= deadline)
                         return -ETIME;
                 r = sd_bus_wait(bus, deadline == UINT64_MAX ? UINT64_MAX : deadline - now);

@@ -260,6 +260,7 @@ int daemon_new(const DaemonOptions *options, Daemon **ret) {
         r = manager_new(d->event, &d->manager);
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate the manager: %m");
+        manager_set_vm_options(d->manager, &options->vm);
         r = manager_set_max_vms(d->manager, options->max_vms);
         if (r < 0)
                 return log_error_errno(r, "Invalid VM limit %u: %m", options->max_vms);

@@ -22,6 +22,7 @@ typedef struct DaemonOptions {
         uint64_t idle_timeout_usec;     /* exit after this long without VMs or calls; 0: never */
         uint64_t shutdown_timeout_usec; /* on SIGTERM, how long guests get to power off */
         unsigned max_vms;
+        VmOptions vm; /* for every VM: VMMD_DIRTY_RING=0 and VMMD_THP=0 turn those off */
 } DaemonOptions;
 
 typedef struct Daemon {

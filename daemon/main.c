@@ -101,6 +101,13 @@ static int run(int argc, char *argv[]) {
         int r;
 
         log_open("vmmd");
+        /* Switches for comparing measurements, read here: the VMM library reads no
+         * environment. */
+        vm_options_init(&options.vm);
+        if (getenv("VMMD_DIRTY_RING") && strcmp(getenv("VMMD_DIRTY_RING"), "0") == 0)
+                options.vm.dirty_ring = false;
+        if (getenv("VMMD_THP") && strcmp(getenv("VMMD_THP"), "0") == 0)
+                options.vm.thp = false;
 
         r = parse_argv(argc, argv, &options);
         if (r <= 0)

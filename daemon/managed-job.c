@@ -191,10 +191,10 @@ int manager_migrate(Manager *m, ManagedVm *v, const char *uri, const MigrationPa
         int r;
 
         if (v->job_active)
-                return set_error(ret_error, -EBUSY, "Cannot migrate VM '%s': job %" PRIu32 " is running on it",
+                return manager_set_error(ret_error, -EBUSY, "Cannot migrate VM '%s': job %" PRIu32 " is running on it",
                                  name, v->job_id);
         if (s != VM_STATE_RUNNING && s != VM_STATE_PAUSED)
-                return set_error(ret_error, -EBADFD,
+                return manager_set_error(ret_error, -EBADFD,
                                  "Cannot migrate VM '%s': it is %s, and only a running or paused VM can be sent",
                                  name, vm_state_to_string(s));
         if (!downtime_given)
@@ -203,26 +203,26 @@ int manager_migrate(Manager *m, ManagedVm *v, const char *uri, const MigrationPa
                 params.max_bandwidth_mibps = v->max_speed_mibps;
         id = manager_allocate_job_id(m);
         if (id == 0)
-                return set_error(ret_error, -ENOSPC, "No job ids left");
+                return manager_set_error(ret_error, -ENOSPC, "No job ids left");
 
         drop_previous_job(m, v);
         r = migration_out_start(v->vm, uri, &params, &job_callbacks, NULL, &mj);
         if (r == -EINVAL)
-                return set_error(ret_error, -ERANGE,
+                return manager_set_error(ret_error, -ERANGE,
                                  "Cannot migrate VM '%s': \"%s\" is not a valid destination "
                                  "(tcp:HOST:PORT or unix:PATH) or the parameters are out of range",
                                  name, uri);
         if (r == -EADDRNOTAVAIL)
-                return set_error(ret_error, -ERANGE, "Cannot migrate VM '%s': cannot resolve the host of \"%s\"",
+                return manager_set_error(ret_error, -ERANGE, "Cannot migrate VM '%s': cannot resolve the host of \"%s\"",
                                  name, uri);
         if (r < 0)
-                return set_error(ret_error, r, "Cannot migrate VM '%s': %s", name, strerror(-r));
+                return manager_set_error(ret_error, r, "Cannot migrate VM '%s': %s", name, strerror(-r));
 
         ManagedJob *j;
         r = manager_adopt_job(m, v, mj, id, uid, &j);
         if (r < 0) {
                 migration_job_free(mj);
-                return set_error(ret_error, r, "Cannot migrate VM '%s': %s", name, strerror(-r));
+                return manager_set_error(ret_error, r, "Cannot migrate VM '%s': %s", name, strerror(-r));
         }
         /* The engine calls back with the ManagedJob from now on. */
         migration_job_set_userdata(mj, j);
@@ -245,24 +245,24 @@ int manager_receive_migration(Manager *m, const char *name, const char *uri, con
                 return r;
         id = manager_allocate_job_id(m);
         if (id == 0)
-                return set_error(ret_error, -ENOSPC, "No job ids left");
+                return manager_set_error(ret_error, -ENOSPC, "No job ids left");
         a = reallocarray(m->vms, m->n_vms + 1, sizeof *m->vms);
         if (!a)
-                return set_error(ret_error, -ENOMEM, "Out of memory");
+                return manager_set_error(ret_error, -ENOMEM, "Out of memory");
         m->vms = a;
         r = managed_vm_new_incoming(m, name, &v);
         if (r < 0)
-                return set_error(ret_error, r, "Failed to create VM '%s': %s", name, strerror(-r));
+                return manager_set_error(ret_error, r, "Failed to create VM '%s': %s", name, strerror(-r));
 
         r = migration_in_start(v->vm, uri, p, &job_callbacks, NULL, &mj);
         if (r < 0) {
                 managed_vm_free(v);
                 if (r == -EINVAL || r == -EADDRNOTAVAIL)
-                        return set_error(ret_error, -ERANGE,
+                        return manager_set_error(ret_error, -ERANGE,
                                          "Cannot receive VM '%s': \"%s\" is not a valid address to listen on "
                                          "(tcp:HOST:PORT or unix:PATH)",
                                          name, uri);
-                return set_error(ret_error, r, "Cannot receive VM '%s' on %s: %s", name, uri, strerror(-r));
+                return manager_set_error(ret_error, r, "Cannot receive VM '%s' on %s: %s", name, uri, strerror(-r));
         }
         m->vms[m->n_vms++] = v;
         manager_notify(m, MANAGER_EVENT_VM_ADDED, v, _VM_STATE_INVALID, v->state);
@@ -271,7 +271,7 @@ int manager_receive_migration(Manager *m, const char *name, const char *uri, con
         if (r < 0) {
                 /* Unreachable in practice (allocation); leave the VM stopped, not half-owned. */
                 migration_job_free(mj);
-                return set_error(ret_error, r, "Cannot receive VM '%s': %s", name, strerror(-r));
+                return manager_set_error(ret_error, r, "Cannot receive VM '%s': %s", name, strerror(-r));
         }
         migration_job_set_userdata(mj, j);
         log_vm(LOG_INFO, name, "Job %" PRIu32 ": receiving VM %s on %s", id, name, uri);
@@ -284,13 +284,13 @@ int managed_job_cancel(ManagedJob *j, char **ret_error) {
         int r = migration_job_cancel(j->job);
 
         if (r == -ESTALE)
-                return set_error(ret_error, -EBADFD, "Job %" PRIu32 " has already ended", j->id);
+                return manager_set_error(ret_error, -EBADFD, "Job %" PRIu32 " has already ended", j->id);
         if (r == -EBUSY)
-                return set_error(ret_error, -EBUSY,
+                return manager_set_error(ret_error, -EBUSY,
                                  "Job %" PRIu32 " cannot be cancelled: the source has committed the switchover",
                                  j->id);
         if (r < 0)
-                return set_error(ret_error, r, "Failed to cancel job %" PRIu32 ": %s", j->id, strerror(-r));
+                return manager_set_error(ret_error, r, "Failed to cancel job %" PRIu32 ": %s", j->id, strerror(-r));
         log_vm(LOG_INFO, managed_job_vm_name(j), "Job %" PRIu32 ": cancel requested", j->id);
         return 0;
 }

@@ -7,63 +7,38 @@
 #include "log-vm.h"
 #include "manager-private.h"
 
-#define STATE_BIT(s) (1U << (s))
-
+/* Which states each action is valid in is the core's table (vmm/vm-state.c): the D-Bus
+ * API allows an action only where it changes something (Pause() of a paused VM is
+ * InvalidState), the core's own calls take "already there" as success. */
 static const struct {
         const char *verb;
-        unsigned allowed_states;
-        const char *allowed_text;
         int (*call)(Vm *vm);
 } action_table[_VM_ACTION_MAX] = {
-        [VM_ACTION_START] = {
-                "start",
-                STATE_BIT(VM_STATE_CREATED) | STATE_BIT(VM_STATE_STOPPED) |
-                        STATE_BIT(VM_STATE_CRASHED),
-                "created, stopped or crashed",
-                vm_start,
-        },
-        [VM_ACTION_PAUSE] = {
-                "pause",
-                STATE_BIT(VM_STATE_RUNNING),
-                "running",
-                vm_pause,
-        },
-        [VM_ACTION_RESUME] = {
-                "resume",
-                STATE_BIT(VM_STATE_PAUSED) | STATE_BIT(VM_STATE_MIGRATION_UNKNOWN),
-                "paused or migration-unknown",
-                vm_resume,
-        },
-        [VM_ACTION_SHUTDOWN] = {
-                "shutdown",
-                STATE_BIT(VM_STATE_RUNNING) | STATE_BIT(VM_STATE_PAUSED),
-                "running or paused",
-                vm_request_shutdown,
-        },
-        [VM_ACTION_STOP] = {
-                "stop",
-                STATE_BIT(VM_STATE_RUNNING) | STATE_BIT(VM_STATE_PAUSED) |
-                        STATE_BIT(VM_STATE_INCOMING) | STATE_BIT(VM_STATE_MIGRATION_UNKNOWN),
-                "running, paused, incoming or migration-unknown",
-                vm_stop,
-        },
+        [VM_ACTION_START] = { "start", vm_start },
+        [VM_ACTION_PAUSE] = { "pause", vm_pause },
+        [VM_ACTION_RESUME] = { "resume", vm_resume },
+        [VM_ACTION_SHUTDOWN] = { "shutdown", vm_request_shutdown },
+        [VM_ACTION_STOP] = { "stop", vm_stop },
 };
 
+_Static_assert((int)VM_ACTION_START == (int)VM_REQUEST_START, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_PAUSE == (int)VM_REQUEST_PAUSE, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_RESUME == (int)VM_REQUEST_RESUME, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_SHUTDOWN == (int)VM_REQUEST_SHUTDOWN, "VmAction follows VmRequest");
+_Static_assert((int)VM_ACTION_STOP == (int)VM_REQUEST_STOP, "VmAction follows VmRequest");
+_Static_assert((int)_VM_ACTION_MAX == (int)_VM_REQUEST_MAX, "VmAction follows VmRequest");
+
 const char *vm_action_to_string(VmAction a) {
-        return a >= 0 && a < _VM_ACTION_MAX ? action_table[a].verb : NULL;
+        return vm_request_to_string((VmRequest)a);
 }
 
 VmAction vm_action_from_string(const char *s) {
-        for (int a = 0; s && a < _VM_ACTION_MAX; a++)
-                if (strcmp(action_table[a].verb, s) == 0)
-                        return (VmAction)a;
-        return _VM_ACTION_INVALID;
+        VmRequest r = vm_request_from_string(s);
+        return r < 0 ? _VM_ACTION_INVALID : (VmAction)r;
 }
 
 bool vm_action_allowed_in(VmAction a, VmState s) {
-        if (a < 0 || a >= _VM_ACTION_MAX || s < 0 || s >= _VM_STATE_MAX)
-                return false;
-        return action_table[a].allowed_states & STATE_BIT(s);
+        return vm_request_transition((VmRequest)a, s) == VM_TRANSITION_ALLOWED;
 }
 
 const char *managed_vm_get_name(const ManagedVm *v) {
@@ -193,6 +168,7 @@ int managed_vm_new(Manager *m, const char *name, const VmConfig *config, Managed
         r = vm_new(name, config, &vm);
         if (r < 0)
                 return r;
+        vm_set_options(vm, &m->vm_options);
         return managed_vm_wrap(m, &vm, ret);
 }
 
@@ -204,6 +180,7 @@ int managed_vm_new_incoming(Manager *m, const char *name, ManagedVm **ret) {
         r = vm_new_incoming(name, &vm);
         if (r < 0)
                 return r;
+        vm_set_options(vm, &m->vm_options);
         return managed_vm_wrap(m, &vm, ret);
 }
 
@@ -230,35 +207,39 @@ int managed_vm_act(ManagedVm *v, VmAction a, char **ret_error) {
         int r;
 
         if (a < 0 || a >= _VM_ACTION_MAX)
-                return set_error(ret_error, -EINVAL, "Unknown action");
+                return manager_set_error(ret_error, -EINVAL, "Unknown action");
         if (a == VM_ACTION_START && v->manager->shutting_down)
-                return set_error(ret_error, -EBUSY,
+                return manager_set_error(ret_error, -EBUSY,
                                  "Cannot start VM '%s': vmmd is shutting down", name);
         if (v->job_active && a != VM_ACTION_STOP)
-                return set_error(ret_error, -EBUSY,
+                return manager_set_error(ret_error, -EBUSY,
                                  "Cannot %s VM '%s': job %" PRIu32 " is running on it; abort "
                                  "the job first",
                                  action_table[a].verb, name, v->job_id);
         if (a == VM_ACTION_START && !vm_get_config(v->vm))
-                return set_error(ret_error, -EBADFD,
+                return manager_set_error(ret_error, -EBADFD,
                                  "Cannot start VM '%s': it has no configuration (its incoming "
                                  "migration ended before the source sent one); delete it",
                                  name);
-        if (!vm_action_allowed_in(a, s))
-                return set_error(ret_error, -EBADFD,
+        if (!vm_action_allowed_in(a, s)) {
+                char allowed[128];
+
+                (void)vm_request_allowed_states((VmRequest)a, allowed, sizeof allowed);
+                return manager_set_error(ret_error, -EBADFD,
                                  "Cannot %s VM '%s': it is %s, and %s needs a VM that is %s",
                                  action_table[a].verb, name, vm_state_to_string(s),
-                                 action_table[a].verb, action_table[a].allowed_text);
+                                 action_table[a].verb, allowed);
+        }
 
         r = action_table[a].call(v->vm);
         managed_vm_refresh_state(v);
         if (r < 0) {
                 if (a == VM_ACTION_START && access("/dev/kvm", R_OK | W_OK) < 0)
-                        return set_error(ret_error, r,
+                        return manager_set_error(ret_error, r,
                                          "Failed to start VM '%s': KVM is not available "
                                          "(/dev/kvm: %s)",
                                          name, strerror(errno));
-                return set_error(ret_error, r, "Failed to %s VM '%s': %s", action_table[a].verb,
+                return manager_set_error(ret_error, r, "Failed to %s VM '%s': %s", action_table[a].verb,
                                  name, strerror(-r));
         }
 
@@ -274,14 +255,14 @@ int managed_vm_open_console(ManagedVm *v, int *ret_fd, char **ret_error) {
         r = vm_open_console(v->vm, &fd);
         if (r == -ENODEV) {
                 if (vm_get_config(v->vm) && vm_get_config(v->vm)->serial_mode == SERIAL_MODE_NONE)
-                        return set_error(ret_error, r,
+                        return manager_set_error(ret_error, r,
                                          "VM '%s' has no console: its serial mode is \"none\"",
                                          name);
-                return set_error(ret_error, r, "The console of VM '%s' is not available while it is %s",
+                return manager_set_error(ret_error, r, "The console of VM '%s' is not available while it is %s",
                                  name, vm_state_to_string(managed_vm_get_state(v)));
         }
         if (r < 0)
-                return set_error(ret_error, r, "Failed to open the console of VM '%s': %s", name,
+                return manager_set_error(ret_error, r, "Failed to open the console of VM '%s': %s", name,
                                  strerror(-r));
         *ret_fd = fd;
         return 0;
@@ -289,14 +270,14 @@ int managed_vm_open_console(ManagedVm *v, int *ret_fd, char **ret_error) {
 
 int managed_vm_abort_job(ManagedVm *v, char **ret_error) {
         if (!v->job_active || !v->job)
-                return set_error(ret_error, -EBADFD, "No job is active on VM '%s'",
+                return manager_set_error(ret_error, -EBADFD, "No job is active on VM '%s'",
                                  managed_vm_get_name(v));
         return managed_job_cancel(v->job, ret_error);
 }
 
 int managed_vm_set_max_downtime(ManagedVm *v, uint64_t ms, char **ret_error) {
         if (ms == 0 || ms > MANAGED_VM_MAX_DOWNTIME_MS_MAX)
-                return set_error(ret_error, -ERANGE,
+                return manager_set_error(ret_error, -ERANGE,
                                  "Maximum downtime must be between 1 and %" PRIu64 " ms, got %" PRIu64,
                                  MANAGED_VM_MAX_DOWNTIME_MS_MAX, ms);
         v->max_downtime_ms = ms;
@@ -309,7 +290,7 @@ int managed_vm_set_max_downtime(ManagedVm *v, uint64_t ms, char **ret_error) {
 
 int managed_vm_set_max_speed(ManagedVm *v, uint64_t mibps, char **ret_error) {
         if (mibps > MANAGED_VM_MAX_SPEED_MIBPS_MAX)
-                return set_error(ret_error, -ERANGE,
+                return manager_set_error(ret_error, -ERANGE,
                                  "Maximum migration speed must be at most %" PRIu64 " MiB/s",
                                  MANAGED_VM_MAX_SPEED_MIBPS_MAX);
         v->max_speed_mibps = mibps;

@@ -34,4 +34,4 @@ int managed_vm_new(Manager *m, const char *name, const VmConfig *config, Managed
 ManagedVm *managed_vm_free(ManagedVm *v);
 
 /* Sets *ret_error (if not NULL) to a formatted message and returns r. */
-int set_error(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
+int manager_set_error(char **ret_error, int r, const char *format, ...) _printf_(3, 4);

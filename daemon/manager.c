@@ -19,6 +19,7 @@ int manager_new(sd_event *event, Manager **ret) {
                 return -ENOMEM;
         m->event = sd_event_ref(event);
         m->max_vms = MANAGER_MAX_VMS_DEFAULT;
+        vm_options_init(&m->vm_options);
         *ret = m;
         return 0;
 }
@@ -51,6 +52,10 @@ int manager_set_max_vms(Manager *m, unsigned n) {
                 return -ERANGE;
         m->max_vms = n;
         return 0;
+}
+
+void manager_set_vm_options(Manager *m, const VmOptions *options) {
+        m->vm_options = *options;
 }
 
 int manager_add_observer(Manager *m, const ManagerObserver *ops, void *userdata) {
@@ -129,7 +134,7 @@ size_t manager_count_active_vms(const Manager *m) {
         return n;
 }
 
-int set_error(char **ret_error, int r, const char *format, ...) {
+int manager_set_error(char **ret_error, int r, const char *format, ...) {
         va_list ap;
 
         if (ret_error) {
@@ -143,21 +148,21 @@ int set_error(char **ret_error, int r, const char *format, ...) {
 
 int manager_can_create_vm(Manager *m, const char *name, size_t config_size, char **ret_error) {
         if (m->shutting_down)
-                return set_error(ret_error, -EBUSY, "vmmd is shutting down and accepts no new VMs");
+                return manager_set_error(ret_error, -EBUSY, "vmmd is shutting down and accepts no new VMs");
         if (!vm_name_is_valid(name))
-                return set_error(ret_error, -EINVAL,
+                return manager_set_error(ret_error, -EINVAL,
                                  "Invalid VM name: use 1 to %u characters from A-Z, a-z, 0-9, "
                                  "'_', '.' and '-', not starting with '.' or '-'",
                                  VM_NAME_MAX);
         if (manager_find_vm(m, name))
-                return set_error(ret_error, -EEXIST, "A VM named '%s' already exists", name);
+                return manager_set_error(ret_error, -EEXIST, "A VM named '%s' already exists", name);
         if (m->n_vms >= m->max_vms)
-                return set_error(ret_error, -ENOSPC,
+                return manager_set_error(ret_error, -ENOSPC,
                                  "Cannot create VM '%s': this daemon already has %zu VMs, the "
                                  "limit",
                                  name, m->n_vms);
         if (config_size > VM_CONFIG_MAX_JSON)
-                return set_error(ret_error, -E2BIG,
+                return manager_set_error(ret_error, -E2BIG,
                                  "Invalid config for VM '%s': %zu bytes, more than the limit of "
                                  "%u bytes",
                                  name, config_size, (unsigned)VM_CONFIG_MAX_JSON);
@@ -173,24 +178,24 @@ int manager_create_vm(Manager *m, const char *name, const char *config_json, Man
         int r;
 
         if (!config_json)
-                return set_error(ret_error, -EINVAL, "Invalid config: none given");
+                return manager_set_error(ret_error, -EINVAL, "Invalid config: none given");
         r = manager_can_create_vm(m, name, strlen(config_json), ret_error);
         if (r < 0)
                 return r;
 
         r = vm_config_parse(config_json, &config, &parse_error);
         if (r < 0)
-                return set_error(ret_error, r, "Invalid config for VM '%s': %s", name,
+                return manager_set_error(ret_error, r, "Invalid config for VM '%s': %s", name,
                                  parse_error ?: strerror(-r));
 
         a = reallocarray(m->vms, m->n_vms + 1, sizeof *m->vms);
         if (!a)
-                return set_error(ret_error, -ENOMEM, "Out of memory");
+                return manager_set_error(ret_error, -ENOMEM, "Out of memory");
         m->vms = a;
 
         r = managed_vm_new(m, name, config, &v);
         if (r < 0)
-                return set_error(ret_error, r, "Failed to create VM '%s': %s", name,
+                return manager_set_error(ret_error, r, "Failed to create VM '%s': %s", name,
                                  strerror(-r));
 
         m->vms[m->n_vms++] = v;
@@ -209,11 +214,11 @@ int manager_delete_vm(Manager *m, ManagedVm *v, char **ret_error) {
         size_t i;
 
         if (vm_state_is_active(s))
-                return set_error(ret_error, -EBADFD,
+                return manager_set_error(ret_error, -EBADFD,
                                  "Cannot delete VM '%s': it is %s; stop it first",
                                  managed_vm_get_name(v), vm_state_to_string(s));
         if (v->job_active)
-                return set_error(ret_error, -EBUSY,
+                return manager_set_error(ret_error, -EBUSY,
                                  "Cannot delete VM '%s': job %" PRIu32 " is still running",
                                  managed_vm_get_name(v), v->job_id);
 
@@ -222,7 +227,7 @@ int manager_delete_vm(Manager *m, ManagedVm *v, char **ret_error) {
                 if (m->vms[i] == v)
                         break;
         if (i >= m->n_vms)
-                return set_error(ret_error, -ENXIO, "No VM named '%s'", name);
+                return manager_set_error(ret_error, -ENXIO, "No VM named '%s'", name);
 
         if (v->job)
                 manager_remove_job(m, v->job); /* finished: a job goes with its VM */

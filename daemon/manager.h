@@ -92,6 +92,7 @@ struct Manager {
         ManagedVm **vms; /* in creation order */
         size_t n_vms;
         unsigned max_vms;
+        VmOptions vm_options; /* given to every VM this manager creates */
         uint32_t last_job_id; /* ids start at 1 and are never reused in a daemon's life */
         ManagedJob **jobs;
         size_t n_jobs;
@@ -107,6 +108,7 @@ Manager *manager_free(Manager *m); /* frees every VM: running ones are stopped b
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
 int manager_set_max_vms(Manager *m, unsigned n);
+void manager_set_vm_options(Manager *m, const VmOptions *options);
 int manager_add_observer(Manager *m, const ManagerObserver *ops, void *userdata);
 void manager_remove_observer(Manager *m, const ManagerObserver *ops, void *userdata);
 void manager_set_shutting_down(Manager *m, bool b);

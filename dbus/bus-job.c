@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "bus-errors.h"
+#include "time-util.h"
 #include "bus-polkit.h"
 #include "bus-service.h"
 #include "log.h"
@@ -25,12 +26,6 @@ typedef struct BusJob {
         uint64_t last_emit_usec;
         sd_event_source *timer;
 } BusJob;
-
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
-}
 
 static BusJob *bus_job_get(BusService *s, uint32_t id, bool create) {
         for (size_t i = 0; i < s->n_bus_jobs; i++)
@@ -459,7 +454,7 @@ static void emit_changed(BusService *s, ManagedJob *j, BusJob *b) {
         int r;
 
         if (b) {
-                b->last_emit_usec = mono_usec();
+                b->last_emit_usec = time_monotonic_usec();
                 b->timer = sd_event_source_disable_unref(b->timer);
         }
         r = bus_job_path(j->id, &path);
@@ -489,7 +484,7 @@ static int on_emit_timer(sd_event_source *src, uint64_t usec, void *userdata) {
 static void on_job_changed(Manager *m, ManagedJob *j, void *userdata) {
         BusService *s = userdata;
         BusJob *b = bus_job_get(s, j->id, true);
-        uint64_t now = mono_usec();
+        uint64_t now = time_monotonic_usec();
 
         if (!b || now >= b->last_emit_usec + PROPERTIES_INTERVAL_USEC) {
                 emit_changed(s, j, b);

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "job-internal.h"
+#include "socket-util.h"
 #include "log.h"
 #include "state-stream.h"
 #include "wire.h"
@@ -87,7 +88,7 @@ static int take_pages(Incoming *in, int fd, const MigHeader *h) {
  * kernel lacks MADV_POPULATE_WRITE. */
 static void *prefault_thread(void *p) {
         Incoming *in = p;
-        uint64_t chunk = UINT64_C(1) << MIG_MAP_CHUNK_SHIFT, t0 = now_usec();
+        uint64_t chunk = UINT64_C(1) << MIG_MAP_CHUNK_SHIFT, t0 = time_monotonic_usec();
 
         (void)pthread_setname_np(pthread_self(), "migrate-prefault");
         for (uint64_t c = 0; c < in->map_chunks && !atomic_load(&in->prefault_stop); c++) {
@@ -104,7 +105,7 @@ static void *prefault_thread(void *p) {
                 }
                 atomic_fetch_add(&in->prefaulted, len);
         }
-        in->prefault_us = now_usec() - t0;
+        in->prefault_us = time_monotonic_usec() - t0;
         return NULL;
 }
 
@@ -209,12 +210,6 @@ static int accept_one(MigrationJob *j, unsigned timeout_s, int *ret) {
         return 0;
 }
 
-static void set_timeout(int fd, unsigned seconds) {
-        struct timeval tv = { .tv_sec = seconds };
-        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
 /* Reads a HELLO: returns the connection index and count, and for connection 0 the RAM
  * size and config. */
 static int read_hello(Incoming *in, int fd, unsigned *ret_idx, unsigned *ret_n, uint64_t *ret_ram,
@@ -312,7 +307,7 @@ static void publish(Incoming *in) {
         s->memory_processed = s->bytes_processed;
         s->memory_total = in->ram_size;
         s->bytes_total = MAX(s->bytes_total, s->bytes_processed);
-        s->elapsed_us = realtime_usec() - s->start_time_us;
+        s->elapsed_us = time_realtime_usec() - s->start_time_us;
         s->connections = in->n_conns;
         s->prefault_bytes = atomic_load(&in->prefaulted);
         if (s->elapsed_us > 0)
@@ -374,7 +369,7 @@ static int run(Incoming *in) {
                         /* The source's rehearsal: load its state as a trial, so a state this
                          * host cannot take fails the migration before the guest is paused,
                          * and tell it how long that took. */
-                        uint64_t t = now_usec(), apply_us = 0;
+                        uint64_t t = time_monotonic_usec(), apply_us = 0;
                         if (mig_header_validate(&h, in->ram_size) < 0 || state) {
                                 set_error(in, "bad state trial message (%u bytes)", h.len);
                                 return -EBADMSG;
@@ -388,16 +383,17 @@ static int run(Incoming *in) {
                         r = vm_restore_state_trial(j->vm, trial, h.len, &apply_us);
                         if (r < 0) {
                                 set_error(in, "the vCPU/device state was rejected in the rehearsal: %s",
-                                          strerror(-r));
+                                          vm_get_state_error(j->vm)[0] ? vm_get_state_error(j->vm)
+                                                                       : strerror(-r));
                                 return r;
                         }
-                        r = mig_send_msg(fd0, MIG_TRIAL_DONE, apply_us, now_usec() - t, NULL, 0);
+                        r = mig_send_msg(fd0, MIG_TRIAL_DONE, apply_us, time_monotonic_usec() - t, NULL, 0);
                         if (r < 0)
                                 return r;
                         break;
                 }
                 case MIG_STATE: {
-                        uint64_t t = now_usec();
+                        uint64_t t = time_monotonic_usec();
                         if (mig_header_validate(&h, in->ram_size) < 0 || state) {
                                 set_error(in, "bad state message (%u bytes)", h.len);
                                 return -EBADMSG;
@@ -409,7 +405,7 @@ static int run(Incoming *in) {
                         if (r < 0)
                                 return r;
                         state_len = h.len;
-                        receive_us = now_usec() - t;
+                        receive_us = time_monotonic_usec() - t;
                         s->state = JOB_STATE_COMPLETING;
                         s->phase = JOB_PHASE_DOWNTIME;
                         break;
@@ -424,20 +420,22 @@ static int run(Incoming *in) {
                         if (r < 0)
                                 return r;
                         stop_prefault(in);
-                        t = now_usec();
+                        t = time_monotonic_usec();
                         r = vm_restore_state(j->vm, state, state_len);
                         if (r < 0) {
-                                set_error(in, "the vCPU/device state was rejected: %s", strerror(-r));
+                                set_error(in, "the vCPU/device state was rejected: %s",
+                                          vm_get_state_error(j->vm)[0] ? vm_get_state_error(j->vm)
+                                                                       : strerror(-r));
                                 return r;
                         }
-                        uint64_t restore_us = now_usec() - t;
+                        uint64_t restore_us = time_monotonic_usec() - t;
                         r = mig_send_msg(fd0, MIG_READY, receive_us, restore_us, NULL, 0);
                         if (r < 0)
                                 return r;
                         break;
                 }
                 case MIG_COMMIT: {
-                        uint64_t t = now_usec();
+                        uint64_t t = time_monotonic_usec();
                         if (!state) {
                                 set_error(in, "commit before state");
                                 return -EBADMSG;
@@ -450,7 +448,7 @@ static int run(Incoming *in) {
                                 return r;
                         }
                         /* The guest runs here now; a lost acknowledgement does not undo that. */
-                        (void)mig_send_msg(fd0, MIG_ACK, now_usec() - t, 0, NULL, 0);
+                        (void)mig_send_msg(fd0, MIG_ACK, time_monotonic_usec() - t, 0, NULL, 0);
                         s->downtime_breakdown_us[DOWNTIME_DESTINATION_RESTORE] = 0;
                         s->bytes_processed = atomic_load(&in->bytes) + state_len;
                         s->bytes_remaining = 0;
@@ -464,8 +462,8 @@ static int run(Incoming *in) {
                         set_error(in, "unexpected message type %u", h.type);
                         return -EBADMSG;
                 }
-                if (now_usec() - last_publish > 100 * 1000) {
-                        last_publish = now_usec();
+                if (time_monotonic_usec() - last_publish > 100 * 1000) {
+                        last_publish = time_monotonic_usec();
                         publish(in);
                 }
         }
@@ -490,9 +488,9 @@ void *incoming_thread(void *p) {
         r = accept_one(j, (unsigned)j->in_params.timeout_s, &fd);
         if (r < 0)
                 goto fail;
-        t_setup = now_usec();
+        t_setup = time_monotonic_usec();
         job_register_fd(j, fd);
-        set_timeout(fd, timeout_s);
+        socket_set_io_timeout(fd, timeout_s);
         r = read_hello(&in, fd, &idx, &n, &ram_size, &config);
         if (r < 0)
                 goto fail;
@@ -510,7 +508,7 @@ void *incoming_thread(void *p) {
                 if (r < 0)
                         goto fail;
                 job_register_fd(j, fd);
-                set_timeout(fd, timeout_s);
+                socket_set_io_timeout(fd, timeout_s);
                 r = read_hello(&in, fd, &ki, &kn, &kram, NULL);
                 if (r < 0)
                         goto fail;
@@ -528,7 +526,7 @@ void *incoming_thread(void *p) {
         r = mig_send_msg(in.fds[0], MIG_HELLO_ACK, 0, 0, NULL, 0);
         if (r < 0)
                 goto fail;
-        s->setup_us = now_usec() - t_setup;
+        s->setup_us = time_monotonic_usec() - t_setup;
         s->state = JOB_STATE_ACTIVE;
         s->phase = JOB_PHASE_PRECOPY;
         s->memory_total = in.ram_size;
@@ -595,7 +593,7 @@ int migration_in_start(Vm *vm, const char *uri, const IncomingParams *p, const M
                 return -EBUSY;
         if (vm_get_state(vm) != VM_STATE_INCOMING || vm_get_config(vm))
                 return -ESTALE;
-        r = job_new(JOB_OPERATION_MIGRATION_IN, vm, cb, userdata, &j);
+        r = migration_job_new(JOB_OPERATION_MIGRATION_IN, vm, cb, userdata, &j);
         if (r < 0)
                 return r;
         r = migration_uri_parse(uri, &j->uri);

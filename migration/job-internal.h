@@ -5,6 +5,8 @@
 #include <stdatomic.h>
 
 #include "migration.h"
+#include "time-util.h"
+#include "vm-migration.h"
 #include "uri.h"
 
 enum {
@@ -51,7 +53,7 @@ struct MigrationJob {
 };
 
 /* job.c */
-int job_new(JobOperation op, Vm *vm, const MigrationCallbacks *cb, void *userdata, MigrationJob **ret);
+int migration_job_new(JobOperation op, Vm *vm, const MigrationCallbacks *cb, void *userdata, MigrationJob **ret);
 void job_publish(MigrationJob *j);
 void job_post(MigrationJob *j, int events);
 void job_add_iteration(MigrationJob *j, const MigrationIteration *it);
@@ -61,8 +63,6 @@ void job_finish(MigrationJob *j, JobState state, const char *error_name, const c
 int job_start_thread(MigrationJob *j, void *(*fn)(void *));
 void job_register_fd(MigrationJob *j, int fd);
 void job_close_fds(MigrationJob *j);
-uint64_t now_usec(void);
-uint64_t realtime_usec(void);
 bool job_cancelled(MigrationJob *j);
 
 /* outgoing.c / incoming.c */

@@ -72,19 +72,7 @@ void migration_params_init(MigrationParams *p) {
         };
 }
 
-uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
-}
-
-uint64_t realtime_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
-}
-
-int job_new(JobOperation op, Vm *vm, const MigrationCallbacks *cb, void *userdata, MigrationJob **ret) {
+int migration_job_new(JobOperation op, Vm *vm, const MigrationCallbacks *cb, void *userdata, MigrationJob **ret) {
         MigrationJob *j = calloc(1, sizeof *j);
 
         if (!j)
@@ -107,7 +95,7 @@ int job_new(JobOperation op, Vm *vm, const MigrationCallbacks *cb, void *userdat
         }
         j->stats.state = JOB_STATE_SETUP;
         j->stats.phase = JOB_PHASE_SETUP;
-        j->stats.start_time_us = realtime_usec();
+        j->stats.start_time_us = time_realtime_usec();
         j->stats.cancelable = true;
         j->published = j->stats;
         *ret = j;
@@ -185,7 +173,7 @@ void job_finish(MigrationJob *j, JobState state, const char *error_name, const c
         j->stats.state = state;
         j->stats.phase = JOB_PHASE_DONE;
         j->stats.cancelable = false;
-        j->stats.elapsed_us = realtime_usec() - j->stats.start_time_us;
+        j->stats.elapsed_us = time_realtime_usec() - j->stats.start_time_us;
         if (j->stats.elapsed_us > 0)
                 /* The final rate is the average over the whole job. */
                 j->stats.rate = j->stats.bytes_processed * USEC_PER_SEC / j->stats.elapsed_us;

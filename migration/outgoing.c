@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "job-internal.h"
+#include "socket-util.h"
 #include "log.h"
 #include "transport.h"
 
@@ -74,7 +75,7 @@ static void *harvester_thread(void *p) {
                 .it_value.tv_nsec = HARVEST_INTERVAL_NS,
         };
         int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-        uint64_t last = now_usec();
+        uint64_t last = time_monotonic_usec();
 
         (void)pthread_setname_np(pthread_self(), "dirty-harvest");
         if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0) {
@@ -97,7 +98,7 @@ static void *harvester_thread(void *p) {
                         continue;
                 (void)!read(tfd, &n, sizeof n);
 
-                uint64_t fresh = 0, t = now_usec();
+                uint64_t fresh = 0, t = time_monotonic_usec();
                 pthread_mutex_lock(&o->dirty_lock);
                 found = vm_dirty_log_fetch(o->j->vm, o->dirty, &fresh);
                 atomic_fetch_add(&o->dirty_count, fresh);
@@ -106,7 +107,7 @@ static void *harvester_thread(void *p) {
                         atomic_store(&o->harvest_error, (int)found);
                         break;
                 }
-                now = now_usec();
+                now = time_monotonic_usec();
                 /* The final harvest runs with the guest paused: the estimate counts the
                  * slowest recent one (a peak that decays by a tenth per harvest). */
                 atomic_store(&o->harvest_us, MAX(now - t, atomic_load(&o->harvest_us) * 9 / 10));
@@ -156,14 +157,14 @@ static int collect_dirty(Outgoing *o) {
 static void update_stats(Outgoing *o, bool force) {
         MigrationJob *j = o->j;
         MigrationStats *s = &j->stats;
-        uint64_t now = now_usec(), sent = o->sender_ready ? o->sender.bytes_completed : 0;
+        uint64_t now = time_monotonic_usec(), sent = o->sender_ready ? o->sender.bytes_completed : 0;
         uint64_t remaining_pages = o->pending_count + atomic_load(&o->dirty_count);
 
         if (!force && now - o->last_publish_us < PUBLISH_INTERVAL_US)
                 return;
         o->last_publish_us = now;
 
-        s->elapsed_us = realtime_usec() - s->start_time_us;
+        s->elapsed_us = time_realtime_usec() - s->start_time_us;
         s->memory_total = o->ram_size;
         s->memory_processed = sent;
         s->memory_remaining = MIN(remaining_pages * PAGE_SIZE, o->ram_size);
@@ -185,7 +186,7 @@ static void update_stats(Outgoing *o, bool force) {
                 o->bytes_window_start = sent;
         }
         if (s->rate > 0 && s->memory_remaining > 0)
-                s->expected_end_us = realtime_usec() + s->memory_remaining * USEC_PER_SEC / s->rate;
+                s->expected_end_us = time_realtime_usec() + s->memory_remaining * USEC_PER_SEC / s->rate;
         if (sent != o->last_progress_bytes) {
                 o->last_progress_bytes = sent;
                 o->last_progress_us = now;
@@ -218,7 +219,7 @@ static int pace(Outgoing *o, uint64_t pass_start_us, uint64_t pass_start_bytes) 
                 return 0;
         sent = o->sender.bytes_completed - pass_start_bytes;
         due_us = pass_start_us + sent * USEC_PER_SEC / bw;
-        now = now_usec();
+        now = time_monotonic_usec();
         if (due_us > now) {
                 int r = sender_flush(&o->sender);
                 if (r < 0)
@@ -242,7 +243,7 @@ static int check_limits(Outgoing *o) {
         if (vm_has_guest_event(j->vm))
                 return -EOWNERDEAD; /* the guest crashed, powered off or reset */
         if (j->params.timeout_s && j->stats.phase == JOB_PHASE_PRECOPY &&
-            realtime_usec() - j->stats.start_time_us > j->params.timeout_s * USEC_PER_SEC)
+            time_realtime_usec() - j->stats.start_time_us > j->params.timeout_s * USEC_PER_SEC)
                 return -ETIMEDOUT;
         return 0;
 }
@@ -277,7 +278,7 @@ static int send_run(Outgoing *o, uint64_t first, uint64_t n) {
 
 /* One pass over 'pending': every set bit is sent and cleared. */
 static int send_pending(Outgoing *o, bool precopy) {
-        uint64_t pass_start_us = now_usec(), pass_start_bytes = o->sender.bytes_completed;
+        uint64_t pass_start_us = time_monotonic_usec(), pass_start_bytes = o->sender.bytes_completed;
         int r;
 
         for (uint64_t w = 0; w < o->n_words; w++) {
@@ -338,12 +339,6 @@ static int wait_reply(MigrationJob *j, int fd, uint32_t want, MigHeader *ret, co
         return 0;
 }
 
-static void set_timeout(int fd, unsigned seconds) {
-        struct timeval tv = { .tv_sec = seconds };
-        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
 /* The state rehearsal: saves the vCPU/device state while the guest runs (its vCPUs parked
  * for the save alone) and has the destination load it as a trial. A state the destination
  * cannot take fails the migration here, before any downtime, and the timings measure
@@ -361,14 +356,14 @@ static int rehearse_state(Outgoing *o) {
         r = vm_save_state_live(j->vm, &state, &size, &pause_us, &vcpu_us, &device_us);
         if (r < 0)
                 return r;
-        t = now_usec();
+        t = time_monotonic_usec();
         r = mig_send_msg(o->fds[0], MIG_STATE_TRIAL, 0, 0, state, (uint32_t)size);
         if (r < 0)
                 return r;
         r = wait_reply(j, o->fds[0], MIG_TRIAL_DONE, &h, "the state rehearsal");
         if (r < 0)
                 return r;
-        uint64_t round_trip = now_usec() - t;
+        uint64_t round_trip = time_monotonic_usec() - t;
         /* The destination's extra work (restoring its own state after the trial) is not
          * part of the real switchover: only its apply time is. */
         uint64_t network = round_trip > h.b ? round_trip - h.b : 0;
@@ -433,7 +428,7 @@ static int setup(Outgoing *o) {
                 if (r < 0)
                         return r;
                 job_register_fd(j, o->fds[i]);
-                set_timeout(o->fds[i], REPLY_TIMEOUT_S);
+                socket_set_io_timeout(o->fds[i], REPLY_TIMEOUT_S);
                 r = mig_send_msg(o->fds[i], MIG_HELLO, MIG_MAGIC,
                                  MIG_VERSION | (uint64_t)i << 32 | (uint64_t)o->n_conns << 48, payload,
                                  (uint32_t)(i == 0 ? 8 + config_len : 8));
@@ -505,7 +500,7 @@ static int switchover(Outgoing *o) {
         s->phase = JOB_PHASE_DOWNTIME;
         update_stats(o, true);
 
-        t0 = now_usec();
+        t0 = time_monotonic_usec();
         if (vm_get_state(j->vm) == VM_STATE_RUNNING) {
                 r = vm_pause(j->vm);
                 if (r < 0)
@@ -516,19 +511,19 @@ static int switchover(Outgoing *o) {
         r = collect_dirty(o);
         if (r < 0)
                 return r;
-        t1 = now_usec();
+        t1 = time_monotonic_usec();
 
         r = send_pending(o, false);
         if (r < 0)
                 return r;
-        t2 = now_usec();
+        t2 = time_monotonic_usec();
 
         if (vm_has_guest_event(j->vm))
                 return -EOWNERDEAD;
         r = vm_save_state_timed(j->vm, &state, &state_size, &vcpu_us, &device_us);
         if (r < 0)
                 return r;
-        t3 = now_usec();
+        t3 = time_monotonic_usec();
 
         for (unsigned i = 1; i < o->n_conns; i++) {
                 r = sender_queue(&o->sender, i, MIG_FLUSH, 0, 0, 0, 0);
@@ -547,7 +542,7 @@ static int switchover(Outgoing *o) {
         r = wait_reply(j, o->fds[0], MIG_READY, &h, "the state");
         if (r < 0)
                 return r;
-        t4 = now_usec();
+        t4 = time_monotonic_usec();
         uint64_t dst_restore_us = h.a + h.b;
 
         /* The point of no return: from here the source never resumes its copy. */
@@ -561,12 +556,12 @@ static int switchover(Outgoing *o) {
         s->cancelable = false;
         r = mig_send_msg(o->fds[0], MIG_COMMIT, 0, 0, NULL, 0);
         if (r >= 0) {
-                set_timeout(o->fds[0], ACK_TIMEOUT_S);
+                socket_set_io_timeout(o->fds[0], ACK_TIMEOUT_S);
                 r = wait_reply(j, o->fds[0], MIG_ACK, &h, "the commit");
         }
         if (r < 0)
                 return r; /* the caller sees 'committed' and leaves the guest paused */
-        t5 = now_usec();
+        t5 = time_monotonic_usec();
 
         uint64_t *b = s->downtime_breakdown_us;
         b[DOWNTIME_FINAL_DIRTY_SYNC] = t1 - t0;
@@ -592,7 +587,7 @@ void *outgoing_thread(void *p) {
         MigrationJob *j = p;
         Outgoing o = { .j = j, .harvest_stop_fd = -EBADF };
         MigrationStats *s = &j->stats;
-        uint64_t t_setup = now_usec();
+        uint64_t t_setup = time_monotonic_usec();
         unsigned throttle = 0;
         int r;
 
@@ -607,15 +602,15 @@ void *outgoing_thread(void *p) {
                         fail_errno(j, r, "setup");
                 goto out;
         }
-        s->setup_us = now_usec() - t_setup;
+        s->setup_us = time_monotonic_usec() - t_setup;
         s->state = JOB_STATE_ACTIVE;
         s->phase = JOB_PHASE_PRECOPY;
-        o.last_progress_us = now_usec();
-        o.bytes_window_start_us = now_usec();
+        o.last_progress_us = time_monotonic_usec();
+        o.bytes_window_start_us = time_monotonic_usec();
         update_stats(&o, true);
 
         for (uint32_t iter = 0;; iter++) {
-                uint64_t t_pass = now_usec(), bytes0 = o.sender.bytes_completed;
+                uint64_t t_pass = time_monotonic_usec(), bytes0 = o.sender.bytes_completed;
 
                 r = send_pending(&o, true);
                 if (r < 0)
@@ -627,7 +622,7 @@ void *outgoing_thread(void *p) {
                 if (r < 0)
                         goto fail;
 
-                uint64_t dt = now_usec() - t_pass, bytes = o.sender.bytes_completed - bytes0;
+                uint64_t dt = time_monotonic_usec() - t_pass, bytes = o.sender.bytes_completed - bytes0;
                 uint64_t pass_bw = dt > 0 ? bytes * USEC_PER_SEC / dt : 0;
                 if (pass_bw > 0)
                         o.bandwidth = o.bandwidth ? (o.bandwidth + pass_bw) / 2 : pass_bw;
@@ -758,7 +753,7 @@ int migration_out_start(Vm *vm, const char *uri, const MigrationParams *p, const
             p->zerocopy < 0 || p->zerocopy >= _ZEROCOPY_MAX)
                 return -EINVAL;
 
-        r = job_new(JOB_OPERATION_MIGRATION_OUT, vm, cb, userdata, &j);
+        r = migration_job_new(JOB_OPERATION_MIGRATION_OUT, vm, cb, userdata, &j);
         if (r < 0)
                 return r;
         r = migration_uri_parse(uri, &j->uri);

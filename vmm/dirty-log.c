@@ -15,7 +15,7 @@
  *   write-protects all of RAM at once; without it, KVM_GET_DIRTY_LOG clears on read.
  * - Pages the VMM itself writes into guest RAM (vm_write_guest()), which KVM never sees.
  *
- * Everything here is guarded by vm->dirty_lock. VMMD_DIRTY_RING=0 in the environment
+ * Everything here is guarded by vm->dirty_lock. VmOptions.dirty_ring off
  * makes a VM built afterwards use the bitmaps even where the ring exists. */
 #include <assert.h>
 #include <stdlib.h>
@@ -40,11 +40,10 @@ static int set_logging(Vm *vm, bool on) {
 
 int vm_dirty_ring_setup(Vm *vm) {
         static const int caps[] = { KVM_CAP_DIRTY_LOG_RING_ACQ_REL, KVM_CAP_DIRTY_LOG_RING };
-        const char *e = getenv("VMMD_DIRTY_RING");
 
         assert(vm->n_vcpus == 0);
         vm->dirty_ring_entries = 0;
-        if (e && strcmp(e, "0") == 0)
+        if (!vm->options.dirty_ring)
                 return 0;
         for (size_t i = 0; i < ELEMENTSOF(caps); i++) {
                 int max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, caps[i]);

@@ -7,7 +7,7 @@
 
 #include "memory.h"
 
-int guest_memory_alloc(uint64_t size, GuestMemory *ret) {
+int guest_memory_alloc(uint64_t size, bool thp, GuestMemory *ret) {
         GuestMemory m = {};
         void *p;
 
@@ -17,8 +17,8 @@ int guest_memory_alloc(uint64_t size, GuestMemory *ret) {
                  -1, 0);
         if (p == MAP_FAILED)
                 return negative_errno();
-        /* Transparent huge pages (best effort); VMMD_THP=0 turns them off, for comparing. */
-        if (!getenv("VMMD_THP") || strcmp(getenv("VMMD_THP"), "0") != 0)
+        /* Transparent huge pages (best effort); off for comparing (VmOptions.thp). */
+        if (thp)
                 (void)madvise(p, size, MADV_HUGEPAGE);
         (void)madvise(p, size, MADV_DONTDUMP);
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
-#include "vm.h"
+#include "vm-migration.h"
 
 /* Guest RAM: one anonymous host mapping (MADV_HUGEPAGE: transparent huge pages work for
  * anonymous memory on our hosts, not for memfd), split into at most two guest-physical
@@ -20,7 +21,8 @@ typedef struct GuestMemory {
         VmMemoryRegion regions[GUEST_MAX_REGIONS];
 } GuestMemory;
 
-int guest_memory_alloc(uint64_t size, GuestMemory *ret);
+/* thp: ask for transparent huge pages (best effort). */
+int guest_memory_alloc(uint64_t size, bool thp, GuestMemory *ret);
 void guest_memory_release(GuestMemory *m);
 /* Registers the regions as KVM memory slots 0..n-1 with the given slot flags. */
 int guest_memory_register(const GuestMemory *m, int vm_fd, uint32_t flags);

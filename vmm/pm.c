@@ -131,3 +131,38 @@ void pm_set_state(Pm *pm, const PmState *s) {
         update_sci(pm);
         pthread_mutex_unlock(&pm->lock);
 }
+
+/* --- state contract --- */
+
+static void pm_dev_reset(void *opaque) {
+        pm_set_state(opaque, &(PmState){});
+}
+
+static int pm_dev_save(void *opaque, void *buf, size_t size) {
+        PmState s;
+
+        pm_get_state(opaque, &s);
+        memcpy(buf, &s, MIN(size, sizeof s));
+        return 0;
+}
+
+static int pm_dev_load(void *opaque, uint16_t version, const void *data, size_t size) {
+        PmState s;
+
+        memcpy(&s, data, MIN(size, sizeof s));
+        (void)version;
+        pm_set_state(opaque, &s);
+        return 0;
+}
+
+const DeviceOps pm_device_ops = {
+        .name = "acpi-pm",
+        .section = PM_STATE_SECTION,
+        .version = 1,
+        .min_version = 1,
+        .phase = DEVICE_LOAD_EARLY,
+        .size = sizeof(PmState),
+        .reset = pm_dev_reset,
+        .save = pm_dev_save,
+        .load = pm_dev_load,
+};

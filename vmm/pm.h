@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "device.h"
 #include "pio.h"
 
 /* Power management: the ACPI PM1a event and control registers at the ports QEMU's q35 uses
@@ -14,6 +15,7 @@
 #define PM_LEN 8
 #define PM_RESET_PORT 0xcf9
 #define PM_SCI_IRQ 9
+#define PM_STATE_SECTION 8
 
 #define PM1_PWRBTN 0x0100
 #define PM1_CNT_SLP_EN 0x2000
@@ -38,6 +40,8 @@ typedef struct Pm {
 
 extern const PioOps pm_pio_ops;
 extern const PioOps pm_reset_pio_ops;
+/* State section: PmState as it is in memory; the opaque is the Pm. */
+extern const DeviceOps pm_device_ops;
 
 void pm_init(Pm *pm, void (*set_irq)(void *, int), void (*event)(void *, PmEvent), void *opaque);
 void pm_done(Pm *pm);

@@ -174,6 +174,13 @@ const PioOps uart_pio_ops = {
         .write = uart_write,
 };
 
+/* Power-on state: 8N1 at 9600 baud, OUT2 (the PC's interrupt gate) on, nothing pending. */
+static const UartState uart_power_on = {
+        .lcr = 0x03,
+        .mcr = MCR_OUT2,
+        .dll = 0x0c,
+};
+
 void uart_init(Uart *u, void (*set_irq)(void *, int), void (*output)(void *, const uint8_t *, size_t),
                void *opaque) {
         *u = (Uart){
@@ -182,9 +189,7 @@ void uart_init(Uart *u, void (*set_irq)(void *, int), void (*output)(void *, con
                 .opaque = opaque,
         };
         pthread_mutex_init(&u->lock, NULL);
-        u->s.lcr = 0x03; /* 8N1 */
-        u->s.mcr = MCR_OUT2;
-        u->s.dll = 0x0c; /* 9600 baud */
+        u->s = uart_power_on;
 }
 
 void uart_done(Uart *u) {
@@ -218,8 +223,12 @@ void uart_get_state(Uart *u, UartState *ret) {
         pthread_mutex_unlock(&u->lock);
 }
 
+static int uart_check_state(const UartState *s) {
+        return s->rx_count > UART_FIFO_SIZE ? -EBADMSG : 0;
+}
+
 int uart_set_state(Uart *u, const UartState *s) {
-        if (s->rx_count > UART_FIFO_SIZE)
+        if (uart_check_state(s) < 0)
                 return -EBADMSG;
         pthread_mutex_lock(&u->lock);
         u->s = *s;
@@ -229,3 +238,47 @@ int uart_set_state(Uart *u, const UartState *s) {
         pthread_mutex_unlock(&u->lock);
         return 0;
 }
+
+/* --- state contract --- */
+
+static void uart_dev_reset(void *opaque) {
+        (void)uart_set_state(opaque, &uart_power_on);
+}
+
+static int uart_dev_save(void *opaque, void *buf, size_t size) {
+        UartState s;
+
+        uart_get_state(opaque, &s);
+        memcpy(buf, &s, MIN(size, sizeof s));
+        return 0;
+}
+
+static int uart_dev_check(void *opaque, uint16_t version, const void *data, size_t size) {
+        UartState s;
+
+        memcpy(&s, data, MIN(size, sizeof s));
+        (void)opaque;
+        (void)version;
+        return uart_check_state(&s);
+}
+
+static int uart_dev_load(void *opaque, uint16_t version, const void *data, size_t size) {
+        UartState s;
+
+        memcpy(&s, data, MIN(size, sizeof s));
+        (void)version;
+        return uart_set_state(opaque, &s);
+}
+
+const DeviceOps uart_device_ops = {
+        .name = "uart",
+        .section = UART_STATE_SECTION,
+        .version = 1,
+        .min_version = 1,
+        .phase = DEVICE_LOAD_EARLY,
+        .size = sizeof(UartState),
+        .reset = uart_dev_reset,
+        .save = uart_dev_save,
+        .check = uart_dev_check,
+        .load = uart_dev_load,
+};

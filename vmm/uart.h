@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "device.h"
 #include "pio.h"
 
 /* A 16550A-compatible UART (the 8250 family) for COM1: transmit goes to an output callback
@@ -13,6 +14,7 @@
 #define UART_COM1_BASE 0x3f8
 #define UART_COM1_IRQ 4
 #define UART_FIFO_SIZE 64
+#define UART_STATE_SECTION 7
 
 typedef struct UartState {
         uint8_t dll, dlm, ier, lcr, mcr, scr, fcr;
@@ -33,6 +35,8 @@ typedef struct Uart {
 } Uart;
 
 extern const PioOps uart_pio_ops;
+/* State section: UartState as it is in memory; the opaque is the Uart. */
+extern const DeviceOps uart_device_ops;
 
 void uart_init(Uart *u, void (*set_irq)(void *, int), void (*output)(void *, const uint8_t *, size_t),
                void *opaque);

@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <termios.h>
 
 #include "boot.h"
 #include "log.h"
@@ -14,28 +12,6 @@
 #define KVM_DEVICE "/dev/kvm"
 #define KVM_TSS_ADDR 0xfffbd000
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000
-
-static const char *const state_table[_VM_STATE_MAX] = {
-        [VM_STATE_CREATED] = "created",
-        [VM_STATE_RUNNING] = "running",
-        [VM_STATE_PAUSED] = "paused",
-        [VM_STATE_INCOMING] = "incoming",
-        [VM_STATE_MIGRATED] = "migrated",
-        [VM_STATE_MIGRATION_UNKNOWN] = "migration-unknown",
-        [VM_STATE_STOPPED] = "stopped",
-        [VM_STATE_CRASHED] = "crashed",
-};
-
-const char *vm_state_to_string(VmState s) {
-        return s >= 0 && s < _VM_STATE_MAX ? state_table[s] : NULL;
-}
-
-VmState vm_state_from_string(const char *s) {
-        for (int i = 0; i < _VM_STATE_MAX; i++)
-                if (s && strcmp(s, state_table[i]) == 0)
-                        return (VmState)i;
-        return _VM_STATE_INVALID;
-}
 
 static bool on_owner_thread(const Vm *vm) {
         return pthread_equal(pthread_self(), vm->owner);
@@ -111,183 +87,6 @@ void vm_notify_changed(Vm *vm) {
         notify(vm, s, s);
 }
 
-void vm_set_irq_line(Vm *vm, unsigned irq, int level) {
-        struct kvm_irq_level l = { .irq = irq, .level = level > 0 };
-
-        if (vm->vm_fd >= 0)
-                (void)ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
-}
-
-static void uart_set_irq(void *opaque, int level) {
-        vm_set_irq_line(opaque, UART_COM1_IRQ, level);
-}
-
-static void pm_set_irq(void *opaque, int level) {
-        vm_set_irq_line(opaque, PM_SCI_IRQ, level);
-}
-
-static void uart_output(void *opaque, const uint8_t *buf, size_t n) {
-        Vm *vm = opaque;
-
-        if (vm->console_fd < 0)
-                return;
-        /* The pty is non-blocking: with nobody reading, output is dropped, never stalls. */
-        while (n > 0) {
-                ssize_t w = write(vm->console_fd, buf, n);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return;
-                }
-                buf += w;
-                n -= (size_t)w;
-        }
-}
-
-static void console_rx_space(void *opaque) {
-        Vm *vm = opaque;
-        uint64_t one = 1;
-
-        if (vm->console_space_fd >= 0)
-                (void)!write(vm->console_space_fd, &one, sizeof one);
-}
-
-static void pm_event(void *opaque, PmEvent e) {
-        Vm *vm = opaque;
-
-        vm_post_event(vm, e == PM_EVENT_POWEROFF ? VM_EVENT_POWEROFF : VM_EVENT_RESET, NULL);
-}
-
-/* --- console --- */
-
-static void *console_thread(void *p) {
-        Vm *vm = p;
-        bool want_input = true;
-
-        (void)pthread_setname_np(pthread_self(), "console");
-        for (;;) {
-                struct pollfd fds[3] = {
-                        { .fd = vm->console_stop_fd, .events = POLLIN },
-                        { .fd = vm->console_space_fd, .events = POLLIN },
-                        { .fd = want_input ? vm->console_fd : -1, .events = POLLIN },
-                };
-                uint8_t buf[UART_FIFO_SIZE];
-                uint64_t v;
-
-                if (poll(fds, 3, -1) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        break;
-                }
-                if (fds[0].revents)
-                        break;
-                if (fds[1].revents) {
-                        (void)!read(vm->console_space_fd, &v, sizeof v);
-                        want_input = true;
-                }
-                if (fds[2].revents & POLLIN) {
-                        size_t space = uart_rx_space(&vm->uart);
-                        ssize_t n;
-
-                        if (space == 0) {
-                                want_input = false; /* wait until the guest drains the FIFO */
-                                continue;
-                        }
-                        n = read(vm->console_fd, buf, space);
-                        if (n > 0) {
-                                pthread_mutex_lock(&vm->irq_lock);
-                                (void)uart_receive(&vm->uart, buf, (size_t)n);
-                                pthread_mutex_unlock(&vm->irq_lock);
-                        }
-                } else if (fds[2].revents & (POLLHUP | POLLERR))
-                        want_input = false;
-        }
-        return NULL;
-}
-
-static int console_open(Vm *vm) {
-        const VmConfig *c = vm->config;
-
-        if (c->serial_mode == SERIAL_MODE_FILE) {
-                vm->console_fd = open(c->serial_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY,
-                                      0640);
-                if (vm->console_fd < 0)
-                        return negative_errno();
-                vm->console_path = strdup(c->serial_path);
-                return vm->console_path ? 0 : -ENOMEM;
-        }
-        if (c->serial_mode == SERIAL_MODE_PTY) {
-                char path[128];
-                struct termios t;
-                int r;
-
-                vm->console_fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-                if (vm->console_fd < 0)
-                        return negative_errno();
-                if (grantpt(vm->console_fd) < 0 || unlockpt(vm->console_fd) < 0 ||
-                    ptsname_r(vm->console_fd, path, sizeof path) != 0)
-                        return negative_errno();
-                if (tcgetattr(vm->console_fd, &t) == 0) {
-                        cfmakeraw(&t);
-                        (void)tcsetattr(vm->console_fd, TCSANOW, &t);
-                }
-                vm->console_slave_fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
-                if (vm->console_slave_fd < 0)
-                        return negative_errno();
-                vm->console_path = strdup(path);
-                if (!vm->console_path)
-                        return -ENOMEM;
-
-                vm->console_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                vm->console_space_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                if (vm->console_stop_fd < 0 || vm->console_space_fd < 0)
-                        return negative_errno();
-                r = pthread_create(&vm->console_thread, NULL, console_thread, vm);
-                if (r != 0)
-                        return -r;
-                vm->console_thread_started = true;
-                return 0;
-        }
-        vm->console_path = strdup("");
-        return vm->console_path ? 0 : -ENOMEM;
-}
-
-static void console_close(Vm *vm) {
-        if (vm->console_thread_started) {
-                uint64_t one = 1;
-                (void)!write(vm->console_stop_fd, &one, sizeof one);
-                pthread_join(vm->console_thread, NULL);
-                vm->console_thread_started = false;
-        }
-        vm->console_stop_fd = safe_close(vm->console_stop_fd);
-        vm->console_space_fd = safe_close(vm->console_space_fd);
-        vm->console_slave_fd = safe_close(vm->console_slave_fd);
-        vm->console_fd = safe_close(vm->console_fd);
-        free(vm->console_path);
-        vm->console_path = NULL;
-}
-
-int vm_open_console(Vm *vm, int *ret_fd) {
-        int fd;
-
-        if (!vm->config || !vm->console_path)
-                return -ENODEV;
-        switch (vm->config->serial_mode) {
-        case SERIAL_MODE_PTY:
-                fd = open(vm->console_path, O_RDWR | O_NOCTTY | O_CLOEXEC);
-                break;
-        case SERIAL_MODE_FILE:
-                fd = open(vm->console_path, O_RDONLY | O_NOCTTY | O_CLOEXEC);
-                break;
-        default:
-                return -ENODEV;
-        }
-        if (fd < 0)
-                return negative_errno();
-        *ret_fd = fd;
-        return 0;
-}
-
 /* --- object --- */
 
 static int vm_alloc(const char *name, VmState state, Vm **ret) {
@@ -307,9 +106,8 @@ static int vm_alloc(const char *name, VmState state, Vm **ret) {
         pthread_mutex_init(&vm->crash_lock, NULL);
         pthread_mutex_init(&vm->irq_lock, NULL);
         pthread_mutex_init(&vm->dirty_lock, NULL);
-        uart_init(&vm->uart, uart_set_irq, uart_output, vm);
-        vm->uart.rx_space = console_rx_space;
-        pm_init(&vm->pm, pm_set_irq, pm_event, vm);
+        board_init(vm);
+        vm_options_init(&vm->options);
         vm->state = state;
         vm->owner = pthread_self();
         vm->notify_old = -1;
@@ -333,9 +131,9 @@ static int vm_take_config(Vm *vm, const VmConfig *config) {
         if (r < 0)
                 return r;
         vm->config = c;
-        r = console_open(vm);
+        r = vm_console_open(vm);
         if (r < 0) {
-                console_close(vm);
+                vm_console_close(vm);
                 vm->config = vm_config_free(vm->config);
         }
         return r;
@@ -377,6 +175,14 @@ const char *vm_get_console_path(const Vm *vm) {
         return vm->console_path ? vm->console_path : "";
 }
 
+void vm_options_init(VmOptions *ret) {
+        *ret = (VmOptions){ .dirty_ring = true, .thp = true };
+}
+
+void vm_set_options(Vm *vm, const VmOptions *options) {
+        vm->options = *options;
+}
+
 void vm_set_state_callback(Vm *vm, VmStateCallback cb, void *userdata) {
         vm->state_cb = cb;
         vm->state_cb_userdata = userdata;
@@ -410,6 +216,7 @@ static void vm_teardown(Vm *vm) {
         vm_throttle_stop(vm);
         (void)vm_dirty_log_stop(vm);
         vm_stop_threads(vm);
+        board_free_devices(vm);
         for (unsigned i = 0; vm->vcpus && i < vm->n_vcpus; i++)
                 vcpu_destroy(&vm->vcpus[i]);
         free(vm->vcpus);
@@ -434,53 +241,6 @@ static void vm_teardown(Vm *vm) {
         pthread_mutex_lock(&vm->crash_lock);
         vm->crash_reason[0] = 0;
         pthread_mutex_unlock(&vm->crash_lock);
-}
-
-static int get_supported_cpuid(Vm *vm) {
-        for (uint32_t n = 64; n <= 4096; n *= 2) {
-                struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
-                if (!c)
-                        return -ENOMEM;
-                c->nent = n;
-                if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-                        vm->cpuid = c;
-                        return 0;
-                }
-                free(c);
-                if (errno != E2BIG)
-                        return negative_errno();
-        }
-        return -E2BIG;
-}
-
-/* The MSRs save/restore carries: those of KVM_GET_MSR_INDEX_LIST this vCPU can read. */
-static int probe_msrs(Vm *vm) {
-        struct kvm_msr_list probe = { .nmsrs = 0 };
-        _cleanup_free_ struct kvm_msr_list *list = NULL;
-
-        if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
-                return negative_errno();
-        if (probe.nmsrs == 0 || probe.nmsrs > 4096)
-                return -EIO;
-        list = calloc(1, sizeof(*list) + probe.nmsrs * sizeof(uint32_t));
-        if (!list)
-                return -ENOMEM;
-        list->nmsrs = probe.nmsrs;
-        if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0)
-                return negative_errno();
-
-        vm->msr_indices = calloc(MIN(list->nmsrs, VM_MAX_SAVED_MSRS), sizeof(uint32_t));
-        if (!vm->msr_indices)
-                return -ENOMEM;
-        for (uint32_t i = 0; i < list->nmsrs && vm->n_msrs < VM_MAX_SAVED_MSRS; i++) {
-                struct {
-                        struct kvm_msrs h;
-                        struct kvm_msr_entry e;
-                } m = { .h.nmsrs = 1, .e.index = list->indices[i] };
-                if (ioctl(vm->vcpus[0].fd, KVM_GET_MSRS, &m) == 1)
-                        vm->msr_indices[vm->n_msrs++] = list->indices[i];
-        }
-        return 0;
 }
 
 static int vm_build(Vm *vm) {
@@ -535,14 +295,14 @@ static int vm_build(Vm *vm) {
                 goto fail;
         }
 
-        r = guest_memory_alloc(mem_bytes, &vm->mem);
+        r = guest_memory_alloc(mem_bytes, vm->options.thp, &vm->mem);
         if (r < 0)
                 goto fail;
         r = guest_memory_register(&vm->mem, vm->vm_fd, 0);
         if (r < 0)
                 goto fail;
 
-        r = get_supported_cpuid(vm);
+        r = x86_get_supported_cpuid(vm);
         if (r < 0)
                 goto fail;
 
@@ -568,26 +328,17 @@ static int vm_build(Vm *vm) {
                 if (r < 0)
                         goto fail;
         }
-        r = probe_msrs(vm);
+        r = x86_probe_msrs(vm);
         if (r < 0)
                 goto fail;
 
-        r = pio_bus_register(&vm->pio, UART_COM1_BASE, 8, &uart_pio_ops, &vm->uart);
+        r = board_init_devices(vm);
         if (r >= 0)
-                r = pio_bus_register(&vm->pio, PM_BASE, PM_LEN, &pm_pio_ops, &vm->pm);
-        if (r >= 0)
-                r = pio_bus_register(&vm->pio, PM_RESET_PORT, 1, &pm_reset_pio_ops, &vm->pm);
+                r = board_register_pio(vm);
         if (r < 0)
                 goto fail;
-
         /* Fresh device state for a fresh machine. */
-        UartState us;
-        uart_get_state(&vm->uart, &us);
-        us.rx_count = 0;
-        us.ier = 0;
-        us.thr_ipending = 0;
-        (void)uart_set_state(&vm->uart, &us);
-        pm_set_state(&vm->pm, &(PmState){});
+        board_reset_devices(vm);
 
         atomic_store(&vm->run_control, RUN_CONTROL_PAUSE);
         vm->n_parked = 0;
@@ -667,17 +418,9 @@ int vm_start(Vm *vm) {
         if (!vm->config)
                 return -ENOEXEC; /* an incoming VM whose migration never sent its config */
 
-        switch (vm_get_state(vm)) {
-        case VM_STATE_CREATED:
-        case VM_STATE_STOPPED:
-        case VM_STATE_CRASHED:
-                break;
-        case VM_STATE_RUNNING:
-        case VM_STATE_PAUSED:
-                return -EBUSY;
-        default:
-                return -ESTALE;
-        }
+        r = vm_request_check(VM_REQUEST_START, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         r = vm_boot(vm);
         if (r < 0)
                 return r;
@@ -693,56 +436,51 @@ void vm_pause_vcpus(Vm *vm) {
 }
 
 int vm_pause(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        if (vm_get_state(vm) == VM_STATE_PAUSED)
-                return 0;
-        if (vm_get_state(vm) != VM_STATE_RUNNING)
-                return -ESTALE;
+        r = vm_request_check(VM_REQUEST_PAUSE, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         vm_pause_vcpus(vm);
         set_state(vm, VM_STATE_PAUSED);
         return 0;
 }
 
 int vm_resume(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        if (vm_get_state(vm) == VM_STATE_RUNNING)
-                return 0;
-        if (vm_get_state(vm) != VM_STATE_PAUSED && vm_get_state(vm) != VM_STATE_MIGRATION_UNKNOWN)
-                return -ESTALE;
+        r = vm_request_check(VM_REQUEST_RESUME, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         vm_set_run_control(vm, RUN_CONTROL_RUN);
         set_state(vm, VM_STATE_RUNNING);
         return 0;
 }
 
 int vm_request_shutdown(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        if (vm_get_state(vm) != VM_STATE_RUNNING && vm_get_state(vm) != VM_STATE_PAUSED)
-                return -ESTALE;
+        r = vm_request_check(VM_REQUEST_SHUTDOWN, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         pm_press_power_button(&vm->pm);
         return 0;
 }
 
 int vm_stop(Vm *vm) {
+        int r;
 
         if (busy(vm))
                 return -EBUSY;
-        switch (vm_get_state(vm)) {
-        case VM_STATE_RUNNING:
-        case VM_STATE_PAUSED:
-        case VM_STATE_INCOMING:
-        case VM_STATE_MIGRATION_UNKNOWN:
-                break;
-        case VM_STATE_STOPPED:
-                return 0;
-        default:
-                return -ESTALE;
-        }
+        r = vm_request_check(VM_REQUEST_STOP, vm_get_state(vm));
+        if (r <= 0)
+                return r;
         vm_teardown(vm);
         set_state(vm, VM_STATE_STOPPED);
         return 0;
@@ -801,9 +539,8 @@ Vm *vm_free(Vm *vm) {
                 return NULL;
         if (vm->built)
                 vm_teardown(vm);
-        console_close(vm);
-        uart_done(&vm->uart);
-        pm_done(&vm->pm);
+        vm_console_close(vm);
+        board_done(vm);
         vm->event_fd = safe_close(vm->event_fd);
         pthread_mutex_destroy(&vm->run_lock);
         pthread_cond_destroy(&vm->run_cond);

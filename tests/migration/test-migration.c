@@ -23,6 +23,7 @@
 #include "config.h"
 #include "console-watch.h"
 #include "migration.h"
+#include "vm-migration.h"
 #include "test-util.h"
 #include "vm.h"
 #include "wire.h"
@@ -63,6 +64,9 @@ static VmConfig *make_config(const char *console, unsigned mem_mib, const char *
         return c;
 }
 
+/* The VMs' build options: tests that want KVM's bitmaps instead of the ring say so. */
+static VmOptions vm_options = { .dirty_ring = true, .thp = true };
+
 static void start_source(Side *src, const char *name, unsigned mem_mib, const char *cmdline) {
         snprintf(src->console, sizeof src->console, "%s/%s-src.log", tmpdir, name);
         unlink(src->console);
@@ -71,6 +75,7 @@ static void start_source(Side *src, const char *name, unsigned mem_mib, const ch
         hang_watchdog_watch(0, src->console);
         VmConfig *c = make_config(src->console, mem_mib, cmdline);
         assert_int_equal(vm_new(name, c, &src->vm), 0);
+        vm_set_options(src->vm, &vm_options);
         vm_config_free(c);
         assert_int_equal(vm_start(src->vm), 0);
         /* Migrate once the workload has been over its working set (first touches are
@@ -91,6 +96,7 @@ static void start_destination(Side *dst, const char *name, const char *uri, uint
         snprintf(overlay, sizeof overlay, "{\"serial\":{\"mode\":\"file\",\"path\":\"%s\"}}", dst->console);
         IncomingParams ip = { .config_overlay = overlay, .timeout_s = timeout_s };
         assert_int_equal(vm_new_incoming(name, &dst->vm), 0);
+        vm_set_options(dst->vm, &vm_options);
         assert_null(vm_get_config(dst->vm));
         assert_int_equal(migration_in_start(dst->vm, uri, &ip, &callbacks, dst, &dst->job), 0);
 }
@@ -301,9 +307,9 @@ static void test_verify_tcp_zerocopy(void **state) {
         _cleanup_free_ char *uri = tcp_uri();
         /* This one tracks dirty pages with KVM's bitmaps, the others with the dirty ring
          * where KVM has it. */
-        assert_int_equal(setenv("VMMD_DIRTY_RING", "0", 1), 0);
+        vm_options.dirty_ring = false;
         migrate_and_check("verify-tcp-zc", uri, 256, "work=verify mib=64 hb=100", &p);
-        assert_int_equal(unsetenv("VMMD_DIRTY_RING"), 0);
+        vm_options.dirty_ring = true;
 }
 
 static void test_dirty_two_connections(void **state) {

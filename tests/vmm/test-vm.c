@@ -13,6 +13,7 @@
 #include "config.h"
 #include "test-util.h"
 #include "console-watch.h"
+#include "vm-migration.h"
 #include "vm.h"
 
 static char *guest;
@@ -306,11 +307,11 @@ static void dirty_tracking(const char *env, const char *want_method) {
         const VmMemoryRegion *regions;
         unsigned n_regions;
 
-        if (env)
-                assert_int_equal(setenv("VMMD_DIRTY_RING", env, 1), 0);
-        else
-                assert_int_equal(unsetenv("VMMD_DIRTY_RING"), 0);
+        VmOptions o;
+        vm_options_init(&o);
+        o.dirty_ring = !(env && strcmp(env, "0") == 0);
         assert_int_equal(vm_new(want_method, c, &vm), 0);
+        vm_set_options(vm, &o);
         assert_int_equal(vm_dirty_log_start(vm), -ESTALE);
         assert_int_equal(vm_start(vm), 0);
         assert_string_equal(vm_dirty_log_method(vm), want_method);
@@ -380,7 +381,6 @@ static void dirty_tracking(const char *env, const char *want_method) {
         assert_int_equal(vm_stop(vm), 0);
         vm_free(vm);
         vm_config_free(c);
-        assert_int_equal(unsetenv("VMMD_DIRTY_RING"), 0);
 }
 
 static void test_dirty_bitmap(void **state) {

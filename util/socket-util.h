@@ -1,0 +1,5 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Blocking sends and receives on 'fd' fail with EAGAIN after 'seconds' (0: never). */
+void socket_set_io_timeout(int fd, unsigned seconds);
