@@ -114,6 +114,9 @@ static int malformed(RxMachine *m, unsigned conn, const MigHeader *h) {
                                "malformed %s message on connection %u (offset 0x%" PRIx64 ", %" PRIu64
                                " pages, %" PRIu32 " bytes; RAM is 0x%" PRIx64 " bytes)",
                                t, conn, h->a, h->b, h->len, m->ram_size);
+        if (conn == RX_CONN_NEW)
+                return rx_fail(m, -EBADMSG, "malformed %s message on connection %u of %u (payload of %" PRIu32
+                               " bytes)", t, m->n_hellos, m->n_conns, h->len);
         return rx_fail(m, -EBADMSG, "malformed %s message on connection %u (payload of %" PRIu32 " bytes, a=%" PRIu64
                        ", b=%" PRIu64 ")", t, conn, h->len, h->a, h->b);
 }
