@@ -323,9 +323,9 @@ class HostileSourceTest(VmmdTestCase):
         victim = os.path.join(self.tmpdir, 'precious')
         with open(victim, 'w') as f:
             f.write('keep me')
-        with self.assertRaises(dbus.exceptions.DBusException):
-            self.manager().ReceiveMigration('lp', f'unix:{victim}',
-                                            dbus.Dictionary({}, signature='sv'))
+        m = self.assertDBusError('org.freedesktop.DBus.Error.InvalidArgs', self.manager().ReceiveMigration,
+                                 'lp', f'unix:{victim}', dbus.Dictionary({}, signature='sv'))
+        self.assertIn('not a stale socket', m)
         with open(victim) as f:
             self.assertEqual(f.read(), 'keep me')
         # A live socket somebody else listens on is not taken over.
@@ -333,8 +333,9 @@ class HostileSourceTest(VmmdTestCase):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(live)
         s.listen(1)
-        with self.assertRaises(dbus.exceptions.DBusException):
-            self.manager().ReceiveMigration('lp', f'unix:{live}', dbus.Dictionary({}, signature='sv'))
+        m = self.assertDBusError('org.freedesktop.DBus.Error.InvalidArgs', self.manager().ReceiveMigration,
+                                 'lp', f'unix:{live}', dbus.Dictionary({}, signature='sv'))
+        self.assertIn('another process listens there', m)
         s.close()
         # Now stale (nobody listens): ours (same uid), so it is replaced.
         vm, job = self.manager().ReceiveMigration('lp', f'unix:{live}',
