@@ -219,6 +219,13 @@ static int op_build(RxMachine *m, const char *config_json, uint64_t ram_size, ui
         uint64_t size;
         int r;
 
+        /* Every connection is here: nobody else may connect to this migration (before
+         * HELLO_ACK tells the source so). */
+        pthread_mutex_lock(&j->fd_lock);
+        j->listen_fd = safe_close(j->listen_fd);
+        pthread_mutex_unlock(&j->fd_lock);
+        migration_uri_unlink(&j->uri);
+
         r = vm_config_parse_flags(config_json, VM_CONFIG_PARSE_NO_FILES, &src, &err);
         if (r < 0)
                 return rx_fail(m, r, "the source's VM config is not valid: %s", err ? err : strerror(-r));
@@ -353,11 +360,6 @@ static int setup(Incoming *in) {
                         return r;
                 in->fds[idx] = fd;
         }
-        /* Every connection is here: nobody else may connect to this migration. */
-        pthread_mutex_lock(&j->fd_lock);
-        j->listen_fd = safe_close(j->listen_fd);
-        pthread_mutex_unlock(&j->fd_lock);
-        migration_uri_unlink(&j->uri);
         j->stats.setup_us = now_usec() - t_setup;
         return 0;
 }
