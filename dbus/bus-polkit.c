@@ -194,6 +194,15 @@ int bus_authorize(BusService *s, sd_bus_message *m, const char *action, const ch
         if (!sender)
                 return sd_bus_error_set(error, VMMD_ERROR_ACCESS_DENIED,
                                         "Not authorized: the caller has no bus name");
+        /* A caller cannot make the daemon hold unbounded calls while polkit thinks. */
+        size_t mine = 0;
+        for (BusAuthQuery *o = s->auth_queries; o; o = o->next)
+                if (strcmp(sd_bus_message_get_sender(o->request) ?: "", sender) == 0)
+                        mine++;
+        if (mine >= BUS_AUTH_MAX_PER_CALLER || s->n_auth_queries >= BUS_AUTH_MAX)
+                return sd_bus_error_setf(error, VMMD_ERROR_LIMIT_EXCEEDED,
+                                         "Too many calls waiting for authorization (at most %d per caller, %d in all)",
+                                         BUS_AUTH_MAX_PER_CALLER, BUS_AUTH_MAX);
 
         q = calloc(1, sizeof *q);
         if (!q)

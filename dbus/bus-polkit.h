@@ -18,6 +18,11 @@
  * the error is replied. */
 typedef int (*BusAuthorizedHandler)(BusService *s, sd_bus_message *m, sd_bus_error *error);
 
+/* Calls held for authorization at once: per caller (unique bus name) and in all; more are
+ * refused with LimitExceeded. */
+#define BUS_AUTH_MAX_PER_CALLER 16
+#define BUS_AUTH_MAX 1024
+
 /* Returns 1: the call is taken over and will be answered, or < 0 with 'error' set. */
 int bus_authorize(BusService *s, sd_bus_message *m, const char *action, const char *vm_name,
                   const char *verb, BusAuthorizedHandler handler, sd_bus_error *error);
