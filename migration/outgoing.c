@@ -458,6 +458,11 @@ static int setup(Outgoing *o) {
         o->n_conns = j->params.connections;
         for (unsigned i = 0; i < o->n_conns; i++) {
                 r = migration_uri_connect(&j->uri, &o->fds[i]);
+                if (r == -EADDRNOTAVAIL && !j->uri.is_unix && i == 0) {
+                        job_finish(j, JOB_STATE_FAILED, "MigrationFailed", "cannot resolve the host of \"%s\"",
+                                   j->uri.text);
+                        return r;
+                }
                 if (r < 0)
                         return r;
                 job_register_fd(j, o->fds[i]);

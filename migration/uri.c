@@ -58,13 +58,32 @@ int migration_uri_parse(const char *s, MigrationUri *ret) {
         if (host[0] == 0)
                 return -EINVAL;
 
-        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-        if (getaddrinfo(host, port_str, &hints, &ai) != 0 || !ai)
-                return -EADDRNOTAVAIL;
-        memcpy(&u.addr, ai->ai_addr, ai->ai_addrlen);
-        u.addr_len = ai->ai_addrlen;
-        freeaddrinfo(ai);
+        snprintf(u.host, sizeof u.host, "%s", host);
+        snprintf(u.port, sizeof u.port, "%lu", port);
+        /* A numeric address needs no lookup; a name waits for migration_uri_resolve(). */
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV }, *ai = NULL;
+        if (getaddrinfo(host, u.port, &hints, &ai) == 0 && ai) {
+                memcpy(&u.addr, ai->ai_addr, ai->ai_addrlen);
+                u.addr_len = ai->ai_addrlen;
+                u.resolved = true;
+                freeaddrinfo(ai);
+        }
         *ret = u;
+        return 0;
+}
+
+int migration_uri_resolve(MigrationUri *u) {
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+
+        if (u->is_unix || u->resolved)
+                return 0;
+        if (getaddrinfo(u->host, u->port, &hints, &ai) != 0 || !ai)
+                return -EADDRNOTAVAIL;
+        memcpy(&u->addr, ai->ai_addr, ai->ai_addrlen);
+        u->addr_len = ai->ai_addrlen;
+        u->resolved = true;
+        freeaddrinfo(ai);
         return 0;
 }
 
@@ -77,14 +96,18 @@ static void tune(int fd, bool is_unix) {
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
 }
 
-int migration_uri_connect(const MigrationUri *u, int *ret_fd) {
-        int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+int migration_uri_connect(MigrationUri *u, int *ret_fd) {
+        int fd, r;
 
+        r = migration_uri_resolve(u);
+        if (r < 0)
+                return r;
+        fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return negative_errno();
         tune(fd, u->is_unix);
         if (connect(fd, (const struct sockaddr *)&u->addr, u->addr_len) < 0) {
-                int r = negative_errno();
+                r = negative_errno();
                 close(fd);
                 return r;
         }
@@ -117,6 +140,10 @@ int migration_uri_listen(MigrationUri *u, int *ret_fd) {
         const struct sockaddr_un *sun = (const struct sockaddr_un *)&u->addr;
         int fd, one = 1, r;
 
+        /* A listen address is local: its name resolves from /etc/hosts, if at all. */
+        r = migration_uri_resolve(u);
+        if (r < 0)
+                return r;
         if (u->is_unix) {
                 r = unix_path_free(sun, u->addr_len);
                 if (r < 0)
