@@ -17,6 +17,7 @@ struct BusAuthQuery {
         char *vm_name;
         char *verb;
         BusAuthorizedHandler handler;
+        uid_t uid; /* the caller's, from GetConnectionUnixUser */
         BusAuthQuery *prev, *next;
 };
 
@@ -57,8 +58,13 @@ static void auth_query_finish(BusAuthQuery *q, const sd_bus_error *denial) {
                 r = sd_bus_reply_method_error(q->request, denial);
         } else {
                 r = sd_bus_message_rewind(q->request, true);
-                if (r >= 0)
+                if (r >= 0) {
+                        /* The handler may want the caller's uid: it is known already. */
+                        q->service->authorized_call = q->request;
+                        q->service->authorized_uid = q->uid;
                         r = q->handler(q->service, q->request, &error);
+                        q->service->authorized_call = NULL;
+                }
                 if (r < 0 || sd_bus_error_is_set(&error))
                         r = sd_bus_reply_method_errno(q->request, r < 0 ? r : -EIO, &error);
         }
@@ -171,6 +177,7 @@ static int on_unix_user_reply(sd_bus_message *reply, void *userdata, sd_bus_erro
                 return 0;
         }
 
+        q->uid = (uid_t)uid;
         if (uid == 0) {
                 auth_query_finish(q, NULL);
                 return 0;
