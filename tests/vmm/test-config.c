@@ -13,6 +13,7 @@
 static char *kernel_path; /* a real PVH ELF (the test guest) */
 static char not_a_kernel[] = "/tmp/vmmd-test-notkernel-XXXXXX";
 
+static char *cfg(const char *fmt, ...) _printf_(1, 2);
 static char *cfg(const char *fmt, ...) {
         va_list ap;
         char *s;
