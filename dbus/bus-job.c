@@ -105,16 +105,13 @@ void bus_jobs_free(BusService *s) {
 
 int bus_caller_uid(sd_bus_message *m, uid_t *ret) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *c = NULL;
-        BusService *s = bus_service_current(m);
         int r;
 
         /* An authorized call's uid was asked of the bus asynchronously already; asking
          * again (sd_bus_query_sender_creds() without attached creds) would be a
          * synchronous call on the event loop. */
-        if (s && s->authorized_call == m) {
-                *ret = s->authorized_uid;
+        if (bus_authorized_uid(m, ret))
                 return 0;
-        }
         r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &c);
         if (r < 0)
                 return r;

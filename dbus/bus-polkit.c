@@ -21,6 +21,18 @@ struct BusAuthQuery {
         BusAuthQuery *prev, *next;
 };
 
+/* While an authorized call's handler runs (on the event loop thread): that call and its
+ * caller's uid. */
+static sd_bus_message *authorized_call;
+static uid_t authorized_uid;
+
+bool bus_authorized_uid(sd_bus_message *m, uid_t *ret) {
+        if (!m || m != authorized_call)
+                return false;
+        *ret = authorized_uid;
+        return true;
+}
+
 static BusAuthQuery *auth_query_free(BusAuthQuery *q) {
         if (!q)
                 return NULL;
@@ -60,10 +72,10 @@ static void auth_query_finish(BusAuthQuery *q, const sd_bus_error *denial) {
                 r = sd_bus_message_rewind(q->request, true);
                 if (r >= 0) {
                         /* The handler may want the caller's uid: it is known already. */
-                        q->service->authorized_call = q->request;
-                        q->service->authorized_uid = q->uid;
+                        authorized_call = q->request;
+                        authorized_uid = q->uid;
                         r = q->handler(q->service, q->request, &error);
-                        q->service->authorized_call = NULL;
+                        authorized_call = NULL;
                 }
                 if (r < 0 || sd_bus_error_is_set(&error))
                         r = sd_bus_reply_method_errno(q->request, r < 0 ? r : -EIO, &error);

@@ -27,8 +27,6 @@ typedef struct BusService {
         struct BusJob **bus_jobs; /* waiters and rate limits of job objects */
         size_t n_bus_jobs;
         BusAuthQuery *auth_queries; /* authorizations in flight */
-        sd_bus_message *authorized_call; /* while its handler runs: the call polkit allowed */
-        uid_t authorized_uid;            /* and its caller's uid */
         size_t n_auth_queries;
         bool observing;
 } BusService;
