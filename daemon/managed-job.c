@@ -262,6 +262,12 @@ int manager_receive_migration(Manager *m, const char *name, const char *uri, con
                                          "Cannot receive VM '%s': \"%s\" is not a valid address to listen on "
                                          "(tcp:HOST:PORT or unix:PATH)",
                                          name, uri);
+                if (r == -EEXIST || r == -EADDRINUSE)
+                        return manager_set_error(ret_error, -ERANGE,
+                                         "Cannot receive VM '%s' on %s: %s (an existing path is never replaced, "
+                                         "but for a stale socket of vmmd's own)",
+                                         name, uri, r == -EEXIST ? "the path exists and is not a stale socket of ours"
+                                                                 : "another process listens there");
                 return manager_set_error(ret_error, r, "Cannot receive VM '%s' on %s: %s", name, uri, strerror(-r));
         }
         m->vms[m->n_vms++] = v;

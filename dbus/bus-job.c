@@ -18,14 +18,41 @@
 #define LIBVIRT_OP_MIGRATION_IN 2
 #define LIBVIRT_OP_MIGRATION_OUT 3
 
+static bool streq_ptr(const char *a, const char *b) {
+        return a && b && strcmp(a, b) == 0;
+}
+
+/* Wait() calls held until their job ends: at most this many per job, and per caller. */
+#define BUS_JOB_MAX_WAITERS 256
+#define BUS_JOB_MAX_WAITERS_PER_CALLER 16
+
+struct BusJob;
+
+/* One held Wait() call; its caller is tracked, so the call is dropped when the caller
+ * leaves the bus instead of being held until the job ends. */
+typedef struct BusWaiter {
+        struct BusJob *job;
+        sd_bus_message *call;
+        sd_bus_track *track;
+} BusWaiter;
+
 /* Bus-side state of a job: waiters and the PropertiesChanged rate limit. */
 typedef struct BusJob {
         uint32_t id;
-        sd_bus_message **waiters;
+        BusWaiter **waiters;
         size_t n_waiters;
         uint64_t last_emit_usec;
         sd_event_source *timer;
 } BusJob;
+
+static BusWaiter *bus_waiter_free(BusWaiter *w) {
+        if (!w)
+                return NULL;
+        sd_bus_track_unref(w->track);
+        sd_bus_message_unref(w->call);
+        free(w);
+        return NULL;
+}
 
 static BusJob *bus_job_get(BusService *s, uint32_t id, bool create) {
         for (size_t i = 0; i < s->n_bus_jobs; i++)
@@ -47,7 +74,7 @@ static BusJob *bus_job_get(BusService *s, uint32_t id, bool create) {
 
 static void bus_job_free(BusJob *b) {
         for (size_t i = 0; i < b->n_waiters; i++)
-                sd_bus_message_unref(b->waiters[i]);
+                bus_waiter_free(b->waiters[i]);
         free(b->waiters);
         sd_event_source_disable_unref(b->timer);
         free(b);
@@ -75,6 +102,11 @@ int bus_caller_uid(sd_bus_message *m, uid_t *ret) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *c = NULL;
         int r;
 
+        /* An authorized call's uid was asked of the bus asynchronously already; asking
+         * again (sd_bus_query_sender_creds() without attached creds) would be a
+         * synchronous call on the event loop. */
+        if (bus_authorized_uid(m, ret))
+                return 0;
         r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &c);
         if (r < 0)
                 return r;
@@ -335,21 +367,60 @@ static int reply_wait(sd_bus_message *call, ManagedJob *j) {
         return sd_bus_reply_method_return(call, "bss", st.state == JOB_STATE_COMPLETED, name, st.error_message);
 }
 
+/* The caller of a held Wait() left the bus: nobody is there to answer. */
+static int on_waiter_gone(sd_bus_track *t, void *userdata) {
+        BusWaiter *w = userdata;
+        BusJob *b = w->job;
+
+        for (size_t i = 0; i < b->n_waiters; i++)
+                if (b->waiters[i] == w) {
+                        memmove(b->waiters + i, b->waiters + i + 1, (b->n_waiters - i - 1) * sizeof *b->waiters);
+                        b->n_waiters--;
+                        break;
+                }
+        bus_waiter_free(w); /* drops the track too, as sd-bus wants of an empty one */
+        return 0;
+}
+
 static int method_wait(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         ManagedJob *j = userdata;
         BusService *s = bus_service_current(m);
+        const char *sender = sd_bus_message_get_sender(m);
+        BusWaiter *w;
         BusJob *b;
+        size_t mine = 0;
+        int r;
 
         if (j->finished)
                 return reply_wait(m, j);
         b = bus_job_get(s, j->id, true);
         if (!b)
                 return -ENOMEM;
-        sd_bus_message **a = reallocarray(b->waiters, b->n_waiters + 1, sizeof *a);
+        for (size_t i = 0; sender && i < b->n_waiters; i++)
+                if (streq_ptr(sd_bus_message_get_sender(b->waiters[i]->call), sender))
+                        mine++;
+        if (b->n_waiters >= BUS_JOB_MAX_WAITERS || mine >= BUS_JOB_MAX_WAITERS_PER_CALLER)
+                return sd_bus_error_setf(error, VMMD_ERROR_LIMIT_EXCEEDED,
+                                         "Job %" PRIu32 " has %s Wait() calls pending (at most %d per caller, %d in all)",
+                                         j->id, mine >= BUS_JOB_MAX_WAITERS_PER_CALLER ? "this caller's" : "the most",
+                                         BUS_JOB_MAX_WAITERS_PER_CALLER, BUS_JOB_MAX_WAITERS);
+        BusWaiter **a = reallocarray(b->waiters, b->n_waiters + 1, sizeof *a);
         if (!a)
                 return -ENOMEM;
         b->waiters = a;
-        b->waiters[b->n_waiters++] = sd_bus_message_ref(m);
+        w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        w->job = b;
+        w->call = sd_bus_message_ref(m);
+        r = sd_bus_track_new(sd_bus_message_get_bus(m), &w->track, on_waiter_gone, w);
+        if (r >= 0)
+                r = sd_bus_track_add_sender(w->track, m);
+        if (r < 0) {
+                bus_waiter_free(w);
+                return r;
+        }
+        b->waiters[b->n_waiters++] = w;
         return 1; /* replied when the job ends */
 }
 
@@ -558,8 +629,8 @@ static void on_job_finished(Manager *m, ManagedJob *j, void *userdata) {
 
         if (b) {
                 for (size_t i = 0; i < b->n_waiters; i++) {
-                        (void)reply_wait(b->waiters[i], j);
-                        b->waiters[i] = sd_bus_message_unref(b->waiters[i]);
+                        (void)reply_wait(b->waiters[i]->call, j);
+                        b->waiters[i] = bus_waiter_free(b->waiters[i]);
                 }
                 b->n_waiters = 0;
         }

@@ -17,8 +17,21 @@ struct BusAuthQuery {
         char *vm_name;
         char *verb;
         BusAuthorizedHandler handler;
+        uid_t uid; /* the caller's, from GetConnectionUnixUser */
         BusAuthQuery *prev, *next;
 };
+
+/* While an authorized call's handler runs (on the event loop thread): that call and its
+ * caller's uid. */
+static sd_bus_message *authorized_call;
+static uid_t authorized_uid;
+
+bool bus_authorized_uid(sd_bus_message *m, uid_t *ret) {
+        if (!m || m != authorized_call)
+                return false;
+        *ret = authorized_uid;
+        return true;
+}
 
 static BusAuthQuery *auth_query_free(BusAuthQuery *q) {
         if (!q)
@@ -57,8 +70,13 @@ static void auth_query_finish(BusAuthQuery *q, const sd_bus_error *denial) {
                 r = sd_bus_reply_method_error(q->request, denial);
         } else {
                 r = sd_bus_message_rewind(q->request, true);
-                if (r >= 0)
+                if (r >= 0) {
+                        /* The handler may want the caller's uid: it is known already. */
+                        authorized_call = q->request;
+                        authorized_uid = q->uid;
                         r = q->handler(q->service, q->request, &error);
+                        authorized_call = NULL;
+                }
                 if (r < 0 || sd_bus_error_is_set(&error))
                         r = sd_bus_reply_method_errno(q->request, r < 0 ? r : -EIO, &error);
         }
@@ -171,6 +189,7 @@ static int on_unix_user_reply(sd_bus_message *reply, void *userdata, sd_bus_erro
                 return 0;
         }
 
+        q->uid = (uid_t)uid;
         if (uid == 0) {
                 auth_query_finish(q, NULL);
                 return 0;
@@ -194,6 +213,15 @@ int bus_authorize(BusService *s, sd_bus_message *m, const char *action, const ch
         if (!sender)
                 return sd_bus_error_set(error, VMMD_ERROR_ACCESS_DENIED,
                                         "Not authorized: the caller has no bus name");
+        /* A caller cannot make the daemon hold unbounded calls while polkit thinks. */
+        size_t mine = 0;
+        for (BusAuthQuery *o = s->auth_queries; o; o = o->next)
+                if (strcmp(sd_bus_message_get_sender(o->request) ?: "", sender) == 0)
+                        mine++;
+        if (mine >= BUS_AUTH_MAX_PER_CALLER || s->n_auth_queries >= BUS_AUTH_MAX)
+                return sd_bus_error_setf(error, VMMD_ERROR_LIMIT_EXCEEDED,
+                                         "Too many calls waiting for authorization (at most %d per caller, %d in all)",
+                                         BUS_AUTH_MAX_PER_CALLER, BUS_AUTH_MAX);
 
         q = calloc(1, sizeof *q);
         if (!q)

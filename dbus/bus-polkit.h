@@ -18,8 +18,17 @@
  * the error is replied. */
 typedef int (*BusAuthorizedHandler)(BusService *s, sd_bus_message *m, sd_bus_error *error);
 
+/* Calls held for authorization at once: per caller (unique bus name) and in all; more are
+ * refused with LimitExceeded. */
+#define BUS_AUTH_MAX_PER_CALLER 16
+#define BUS_AUTH_MAX 1024
+
 /* Returns 1: the call is taken over and will be answered, or < 0 with 'error' set. */
 int bus_authorize(BusService *s, sd_bus_message *m, const char *action, const char *vm_name,
                   const char *verb, BusAuthorizedHandler handler, sd_bus_error *error);
 
 void bus_auth_queries_free(BusService *s);
+
+/* In a BusAuthorizedHandler: the caller's uid, which the authorization asked of the bus
+ * already (true), so nothing asks again synchronously. */
+bool bus_authorized_uid(sd_bus_message *m, uid_t *ret);

@@ -359,10 +359,7 @@ static int method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error
                              "migrate", migrate_authorized, error);
 }
 
-static int method_get_job_stats(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        ManagedVm *v = userdata;
-        ManagedJob *j = v->job;
+static int read_job_stats_flags(sd_bus_message *m, uint32_t *ret, sd_bus_error *error) {
         uint32_t flags;
         int r;
 
@@ -377,6 +374,14 @@ static int method_get_job_stats(sd_bus_message *m, void *userdata, sd_bus_error 
         if ((flags & JOB_STATS_KEEP_COMPLETED) && !(flags & JOB_STATS_COMPLETED))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
                                         "Flag 2 (keep completed) needs flag 1 (completed)");
+        *ret = flags;
+        return 0;
+}
+
+static int reply_job_stats(sd_bus_message *m, ManagedVm *v, uint32_t flags) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        ManagedJob *j = v->job;
+        int r;
 
         /* Without flags: the active job. With "completed": the last finished one, which
          * without "keep" is then no longer reported (the Job object itself stays). */
@@ -400,6 +405,36 @@ static int method_get_job_stats(sd_bus_message *m, void *userdata, sd_bus_error 
         if (j && (flags & JOB_STATS_COMPLETED) && !(flags & JOB_STATS_KEEP_COMPLETED))
                 v->completed_stats_taken = true;
         return sd_bus_send(NULL, reply, NULL);
+}
+
+static int get_job_stats_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {
+        ManagedVm *v;
+        uint32_t flags;
+        int r;
+
+        r = bus_vm_from_call(s, m, &v, error);
+        if (r < 0)
+                return r;
+        r = read_job_stats_flags(m, &flags, error);
+        if (r < 0)
+                return r;
+        return reply_job_stats(m, v, flags);
+}
+
+static int method_get_job_stats(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        ManagedVm *v = userdata;
+        uint32_t flags;
+        int r;
+
+        r = read_job_stats_flags(m, &flags, error);
+        if (r < 0)
+                return r;
+        /* Taking the last finished job's statistics (flag 1 without 2) changes what the
+         * next caller gets: as privileged as AbortJob. Reading is open. */
+        if (flags == JOB_STATS_COMPLETED && v->job && v->job->finished && !v->completed_stats_taken)
+                return bus_authorize(bus_service_current(m), m, VMMD_ACTION_MIGRATE, managed_vm_get_name(v),
+                                     "get-job-stats", get_job_stats_authorized, error);
+        return reply_job_stats(m, v, flags);
 }
 
 static int abort_job_authorized(BusService *s, sd_bus_message *m, sd_bus_error *error) {

@@ -12,9 +12,8 @@
 
 #include "config.h"
 #include "job-internal.h"
-#include "socket-util.h"
 #include "log.h"
-#include "state-stream.h"
+#include "receive.h"
 #include "wire.h"
 
 #define DEFAULT_TIMEOUT_S 60
@@ -25,7 +24,6 @@
 typedef struct Receiver {
         struct Incoming *in;
         unsigned idx;
-        int fd;
         pthread_t thread;
         bool started;
         int result;
@@ -33,19 +31,14 @@ typedef struct Receiver {
 
 typedef struct Incoming {
         MigrationJob *j;
-        uint8_t *ram;
-        uint64_t ram_size;
-        unsigned n_conns;
-        int fds[MIGRATION_MAX_CONNECTIONS];
-        Receiver rx[MIGRATION_MAX_CONNECTIONS];
-        _Atomic uint64_t bytes;
-        char error[256];
-        pthread_mutex_t error_lock;
+        RxMachine rx;
+        uint64_t timeout_us; /* for each message, from when we start waiting for it */
+        int fds[MIGRATION_MAX_CONNECTIONS]; /* by connection index; closed by the job */
+        Receiver receivers[MIGRATION_MAX_CONNECTIONS];
+        uint64_t last_publish_us;
 
         /* Prefault: a thread faults in the chunks of the source's RAM map ahead of the
          * page stream, so receivers copy into present memory. */
-        uint8_t *map;
-        uint64_t map_chunks;
         pthread_t prefault_thread;
         bool prefault_started;
         _Atomic bool prefault_stop;
@@ -53,33 +46,39 @@ typedef struct Incoming {
         uint64_t prefault_us;
 } Incoming;
 
-static void set_error(Incoming *in, const char *fmt, ...) _printf_(2, 3);
-static void set_error(Incoming *in, const char *fmt, ...) {
-        va_list ap;
-
-        pthread_mutex_lock(&in->error_lock);
-        if (!in->error[0]) {
-                va_start(ap, fmt);
-                vsnprintf(in->error, sizeof in->error, fmt, ap);
-                va_end(ap);
-        }
-        pthread_mutex_unlock(&in->error_lock);
+static Incoming *incoming_of(RxMachine *m) {
+        return m->userdata;
 }
 
-/* Handles one page message: data goes straight into guest RAM. */
-static int take_pages(Incoming *in, int fd, const MigHeader *h) {
+/* Reads one message on connection 'conn' (fd) and hands it to the state machine: the
+ * header and the whole payload must arrive within the timeout, so a peer that trickles
+ * bytes gains nothing. */
+static int recv_message(Incoming *in, unsigned conn, int fd, unsigned *ret_index) {
+        uint64_t deadline = time_monotonic_usec() + in->timeout_us;
+        uint8_t hdr[MIG_HEADER_SIZE];
+        _cleanup_free_ uint8_t *buf = NULL;
+        RxPayload where;
+        MigHeader h;
         int r;
 
-        if (mig_header_validate(h, in->ram_size) < 0)
-                return -EBADMSG;
-        if (h->type == MIG_ZERO) {
-                memset(in->ram + h->a, 0, h->b * MIG_PAGE_SIZE);
-                return 0;
+        r = mig_recv_all_until(fd, hdr, sizeof hdr, deadline);
+        if (r < 0)
+                return r;
+        mig_header_decode(hdr, &h);
+        r = rx_accept_header(&in->rx, conn, &h, &where);
+        if (r < 0)
+                return r;
+        if (where == RX_PAYLOAD_RAM)
+                r = mig_recv_all_until(fd, in->rx.ram + h.a, h.len, deadline);
+        else if (where == RX_PAYLOAD_BUFFER) {
+                buf = malloc(h.len); /* bounded by rx_accept_header(): 16 MiB at most */
+                if (!buf)
+                        return rx_fail(&in->rx, -ENOMEM, "out of memory");
+                r = mig_recv_all_until(fd, buf, h.len, deadline);
         }
-        r = mig_recv_all(fd, in->ram + h->a, h->len);
-        if (r >= 0)
-                atomic_fetch_add(&in->bytes, (uint64_t)h->len + MIG_HEADER_SIZE);
-        return r;
+        if (r < 0)
+                return r;
+        return rx_step(&in->rx, conn, &h, buf, ret_index);
 }
 
 /* Faults in each chunk of the RAM map in address order (the order the first pass sends
@@ -88,15 +87,16 @@ static int take_pages(Incoming *in, int fd, const MigHeader *h) {
  * kernel lacks MADV_POPULATE_WRITE. */
 static void *prefault_thread(void *p) {
         Incoming *in = p;
+        const uint8_t *map = in->rx.map;
         uint64_t chunk = UINT64_C(1) << MIG_MAP_CHUNK_SHIFT, t0 = time_monotonic_usec();
 
         (void)pthread_setname_np(pthread_self(), "migrate-prefault");
-        for (uint64_t c = 0; c < in->map_chunks && !atomic_load(&in->prefault_stop); c++) {
-                if (!(in->map[c / 8] & (1u << (c % 8))))
+        for (uint64_t c = 0; c < in->rx.map_chunks && !atomic_load(&in->prefault_stop); c++) {
+                if (!(map[c / 8] & (1u << (c % 8))))
                         continue;
-                uint64_t len = MIN(chunk, in->ram_size - c * chunk);
+                uint64_t len = MIN(chunk, in->rx.ram_size - c * chunk);
                 int r;
-                while ((r = madvise(in->ram + c * chunk, len, MADV_POPULATE_WRITE)) < 0 &&
+                while ((r = madvise(in->rx.ram + c * chunk, len, MADV_POPULATE_WRITE)) < 0 &&
                        (errno == EINTR || errno == EAGAIN))
                         ;
                 if (r < 0) {
@@ -109,24 +109,14 @@ static void *prefault_thread(void *p) {
         return NULL;
 }
 
-static int start_prefault(Incoming *in, int fd, const MigHeader *h) {
+static int op_prefault(RxMachine *m, const uint8_t *map, uint64_t chunks) {
+        Incoming *in = incoming_of(m);
         int r;
 
-        if (in->map || mig_header_validate(h, in->ram_size) < 0) {
-                set_error(in, "bad RAM map message (%u bytes)", h->len);
-                return -EBADMSG;
-        }
-        in->map = malloc(h->len);
-        if (!in->map)
-                return -ENOMEM;
-        r = mig_recv_all(fd, in->map, h->len);
-        if (r < 0)
-                return r;
-        in->map_chunks = h->b;
         r = pthread_create(&in->prefault_thread, NULL, prefault_thread, in);
         if (r != 0) {
                 log_debug("no prefault thread: %s", strerror(r)); /* only slower */
-                return 0;
+                return -r;
         }
         in->prefault_started = true;
         return 0;
@@ -143,16 +133,8 @@ static void stop_prefault(Incoming *in) {
                   atomic_load(&in->prefaulted) >> 20, in->prefault_us / 1000);
 }
 
-static int read_error_msg(Incoming *in, int fd, const MigHeader *h) {
-        char msg[MIG_MAX_ERROR_LEN + 1] = "";
-
-        if (h->len <= MIG_MAX_ERROR_LEN && mig_recv_all(fd, msg, h->len) == 0)
-                msg[h->len] = 0;
-        set_error(in, "the source aborted: %s", msg);
-        return -ECONNABORTED;
-}
-
-/* Data connections 1..n-1: pages until FLUSH. */
+/* Data connections 1..n-1: pages until FLUSH. A failure here fails the machine and wakes
+ * the main thread (its read of connection 0 ends), so the job ends at once. */
 static void *receiver_thread(void *p) {
         Receiver *rx = p;
         Incoming *in = rx->in;
@@ -161,42 +143,48 @@ static void *receiver_thread(void *p) {
         snprintf(name, sizeof name, "migrate-rx%u", rx->idx);
         (void)pthread_setname_np(pthread_self(), name);
         for (;;) {
-                MigHeader h;
-                int r = mig_recv_header(rx->fd, &h);
+                int r = recv_message(in, rx->idx, in->fds[rx->idx], NULL);
                 if (r < 0) {
-                        rx->result = r;
+                        rx->result = rx_fail(&in->rx, r, "data connection %u: %s", rx->idx,
+                                             r == -ECONNRESET  ? "the source closed it before FLUSH"
+                                             : r == -ETIMEDOUT ? "timed out waiting for the source"
+                                                               : strerror(-r));
+                        (void)shutdown(in->fds[0], SHUT_RDWR);
                         break;
                 }
-                if (h.type == MIG_FLUSH && h.len == 0) {
-                        rx->result = 0;
+                if (in->rx.conn[rx->idx] == RX_CONN_FLUSHED)
                         break;
-                }
-                if (h.type == MIG_ERROR) {
-                        rx->result = read_error_msg(in, rx->fd, &h);
-                        break;
-                }
-                if (h.type != MIG_PAGES && h.type != MIG_ZERO) {
-                        set_error(in, "unexpected message %u on data connection %u", h.type, rx->idx);
-                        rx->result = -EBADMSG;
-                        break;
-                }
-                r = take_pages(in, rx->fd, &h);
-                if (r < 0) {
-                        if (r == -EBADMSG)
-                                set_error(in, "malformed page message on connection %u (offset 0x%" PRIx64
-                                              ", %" PRIu64 " pages)", rx->idx, h.a, h.b);
-                        rx->result = r;
-                        break;
-                }
         }
         return NULL;
 }
 
-static int accept_one(MigrationJob *j, unsigned timeout_s, int *ret) {
+static int join_receivers(Incoming *in) {
+        int r = 0;
+
+        for (unsigned i = 1; i < MIGRATION_MAX_CONNECTIONS; i++) {
+                if (!in->receivers[i].started)
+                        continue;
+                pthread_join(in->receivers[i].thread, NULL);
+                in->receivers[i].started = false;
+                if (in->receivers[i].result < 0 && r == 0)
+                        r = in->receivers[i].result;
+        }
+        return r;
+}
+
+static int op_end_data(RxMachine *m) {
+        Incoming *in = incoming_of(m);
+        int r = join_receivers(in);
+
+        stop_prefault(in);
+        return r;
+}
+
+static int accept_one(MigrationJob *j, uint64_t timeout_us, int *ret) {
         struct pollfd p = { .fd = j->listen_fd, .events = POLLIN };
         int r, fd;
 
-        r = poll(&p, 1, timeout_s ? (int)(timeout_s * 1000) : -1);
+        r = poll(&p, 1, timeout_us ? (int)MIN(timeout_us / 1000, (uint64_t)INT32_MAX) : -1);
         if (r < 0)
                 return negative_errno();
         if (r == 0)
@@ -210,105 +198,109 @@ static int accept_one(MigrationJob *j, unsigned timeout_s, int *ret) {
         return 0;
 }
 
-/* Reads a HELLO: returns the connection index and count, and for connection 0 the RAM
- * size and config. */
-static int read_hello(Incoming *in, int fd, unsigned *ret_idx, unsigned *ret_n, uint64_t *ret_ram,
-                      char **ret_config) {
-        MigHeader h;
-        uint64_t ram;
+static void set_timeout(int fd, uint64_t timeout_us) {
+        struct timeval tv = { .tv_sec = (time_t)(timeout_us / USEC_PER_SEC) };
+        /* Replies: a peer that never reads cannot hold us (receiving has its own deadline). */
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* The source's config is untrusted: it is validated like CreateVM's, but no file it names
+ * is opened (kernel and initramfs are in the RAM that follows), and its console is not
+ * taken: a file console comes only from the destination's own 'config' option; otherwise
+ * the console is a pty ("none" stays "none"). */
+static int op_build(RxMachine *m, const char *config_json, uint64_t ram_size, uint8_t **ret_ram) {
+        Incoming *in = incoming_of(m);
+        MigrationJob *j = in->j;
+        _cleanup_free_ char *own = NULL, *merged = NULL, *err = NULL;
+        _cleanup_(vm_config_freep) VmConfig *src = NULL, *c = NULL;
+        const VmMemoryRegion *regions;
+        unsigned n_regions;
+        uint8_t *ram;
+        uint64_t size;
         int r;
 
-        r = mig_recv_header(fd, &h);
+        /* Every connection is here: nobody else may connect to this migration (before
+         * HELLO_ACK tells the source so). */
+        pthread_mutex_lock(&j->fd_lock);
+        j->listen_fd = safe_close(j->listen_fd);
+        pthread_mutex_unlock(&j->fd_lock);
+        migration_uri_unlink(&j->uri);
+
+        r = vm_config_parse_flags(config_json, VM_CONFIG_PARSE_NO_FILES, &src, &err);
         if (r < 0)
-                return r;
-        if (h.type != MIG_HELLO || h.a != MIG_MAGIC) {
-                set_error(in, "not a vmmd migration stream (bad magic)");
-                return -EBADMSG;
+                return rx_fail(m, r, "the source's VM config is not valid: %s", err ? err : strerror(-r));
+        if (src->serial_mode == SERIAL_MODE_FILE) {
+                src->serial_mode = SERIAL_MODE_PTY;
+                free(src->serial_path);
+                src->serial_path = NULL;
         }
-        if ((h.b & 0xffffffff) != MIG_VERSION) {
-                set_error(in, "unsupported migration stream version %u", (unsigned)(h.b & 0xffffffff));
-                return -EPROTONOSUPPORT;
+        own = vm_config_to_json(src);
+        if (!own)
+                return rx_fail(m, -ENOMEM, "out of memory");
+        if (j->in_params.config_overlay) {
+                r = vm_config_merge_json(own, j->in_params.config_overlay, &merged, &err);
+                if (r < 0)
+                        return rx_fail(m, r, "cannot merge the config option: %s", err ? err : strerror(-r));
         }
-        if (mig_header_validate(&h, 0) < 0) {
-                set_error(in, "malformed hello");
-                return -EBADMSG;
-        }
-        *ret_idx = (unsigned)((h.b >> 32) & 0xffff);
-        *ret_n = (unsigned)(h.b >> 48);
-        if (*ret_n < 1 || *ret_n > MIGRATION_MAX_CONNECTIONS || *ret_idx >= *ret_n) {
-                set_error(in, "bad connection index %u of %u", *ret_idx, *ret_n);
-                return -EBADMSG;
-        }
-        r = mig_recv_all(fd, &ram, 8);
+        free(err);
+        err = NULL;
+        r = vm_config_parse_flags(merged ? merged : own, VM_CONFIG_PARSE_NO_FILES, &c, &err);
         if (r < 0)
-                return r;
+                return rx_fail(m, r, "the VM config is not valid here: %s", err ? err : strerror(-r));
+        if (c->memory_mib * MiB != ram_size)
+                return rx_fail(m, -EBADMSG, "RAM size %" PRIu64 " does not match memory_mib %" PRIu64, ram_size,
+                               c->memory_mib);
+        r = vm_incoming_setup(j->vm, c);
+        if (r < 0)
+                return rx_fail(m, r, "cannot create the VM: %s", strerror(-r));
+        r = vm_get_ram(j->vm, &ram, &size, &regions, &n_regions);
+        if (r < 0)
+                return rx_fail(m, r, "cannot map the VM's RAM: %s", strerror(-r));
+        if (size != ram_size)
+                return rx_fail(m, -EBADMSG, "RAM of %" PRIu64 " bytes where %" PRIu64 " were announced", size,
+                               ram_size);
         *ret_ram = ram;
-        if (ret_config) {
-                char *c = malloc(h.len - 8 + 1);
-                if (!c)
-                        return -ENOMEM;
-                r = mig_recv_all(fd, c, h.len - 8);
-                if (r < 0) {
-                        free(c);
-                        return r;
-                }
-                c[h.len - 8] = 0;
-                if (strlen(c) != h.len - 8) {
-                        free(c);
-                        set_error(in, "config contains a NUL byte");
-                        return -EBADMSG;
-                }
-                *ret_config = c;
-        } else if (h.len != 8) {
-                set_error(in, "config on a data connection");
-                return -EBADMSG;
-        }
         return 0;
 }
 
-static int setup_vm(Incoming *in, const char *config_json, uint64_t ram_size) {
-        MigrationJob *j = in->j;
-        _cleanup_free_ char *merged = NULL, *err = NULL;
-        VmConfig *c = NULL;
-        const VmMemoryRegion *regions;
-        unsigned n_regions;
-        int r;
+static int op_trial(RxMachine *m, const uint8_t *state, size_t len, uint64_t *ret_apply_us) {
+        return vm_restore_state_trial(incoming_of(m)->j->vm, state, len, ret_apply_us);
+}
 
-        if (j->in_params.config_overlay) {
-                r = vm_config_merge_json(config_json, j->in_params.config_overlay, &merged, &err);
-                if (r < 0) {
-                        set_error(in, "cannot merge the config option: %s", err ? err : strerror(-r));
-                        return r;
-                }
+static int op_restore(RxMachine *m, const uint8_t *state, size_t len) {
+        return vm_restore_state(incoming_of(m)->j->vm, state, len);
+}
+
+static int op_resume(RxMachine *m) {
+        Incoming *in = incoming_of(m);
+        MigrationJob *j = in->j;
+
+        /* Past the point of no return: Cancel() is refused from here on. */
+        pthread_mutex_lock(&j->fd_lock);
+        if (job_cancelled(j)) {
+                pthread_mutex_unlock(&j->fd_lock);
+                return -ECANCELED;
         }
-        r = vm_config_parse(merged ? merged : config_json, &c, &err);
-        if (r < 0) {
-                set_error(in, "the VM config is not valid here: %s", err ? err : strerror(-r));
-                return r;
-        }
-        if (c->memory_mib * MiB != ram_size) {
-                set_error(in, "RAM size %" PRIu64 " does not match memory_mib %" PRIu64, ram_size, c->memory_mib);
-                vm_config_free(c);
-                return -EBADMSG;
-        }
-        r = vm_incoming_setup(j->vm, c);
-        vm_config_free(c);
-        if (r < 0) {
-                set_error(in, "cannot create the VM: %s", strerror(-r));
-                return r;
-        }
-        return vm_get_ram(j->vm, &in->ram, &in->ram_size, &regions, &n_regions);
+        atomic_store(&j->committed, 1);
+        pthread_mutex_unlock(&j->fd_lock);
+        j->stats.cancelable = false;
+        return vm_resume_incoming(j->vm);
+}
+
+static int op_reply(RxMachine *m, uint32_t type, uint64_t a, uint64_t b) {
+        return mig_send_msg(incoming_of(m)->fds[0], type, a, b, NULL, 0);
 }
 
 static void publish(Incoming *in) {
         MigrationStats *s = &in->j->stats;
 
-        s->bytes_processed = atomic_load(&in->bytes);
+        in->last_publish_us = time_monotonic_usec();
+        s->bytes_processed = atomic_load(&in->rx.bytes);
         s->memory_processed = s->bytes_processed;
-        s->memory_total = in->ram_size;
+        s->memory_total = in->rx.ram_size;
         s->bytes_total = MAX(s->bytes_total, s->bytes_processed);
         s->elapsed_us = time_realtime_usec() - s->start_time_us;
-        s->connections = in->n_conns;
+        s->connections = in->rx.n_conns;
         s->prefault_bytes = atomic_load(&in->prefaulted);
         if (s->elapsed_us > 0)
                 s->rate = s->bytes_processed * USEC_PER_SEC / s->elapsed_us;
@@ -316,271 +308,160 @@ static void publish(Incoming *in) {
         job_post(in->j, JOB_EVENT_PROGRESS);
 }
 
-static int join_receivers(Incoming *in) {
-        int r = 0;
+static void op_iteration(RxMachine *m, uint32_t passes) {
+        Incoming *in = incoming_of(m);
 
-        for (unsigned i = 1; i < in->n_conns; i++) {
-                if (!in->rx[i].started)
-                        continue;
-                pthread_join(in->rx[i].thread, NULL);
-                in->rx[i].started = false;
-                if (in->rx[i].result < 0 && r == 0)
-                        r = in->rx[i].result;
-        }
-        return r;
+        in->j->stats.iteration = passes;
+        publish(in);
 }
 
-/* Connection 0: pages, iteration ends, then state, complete, commit. */
+static const RxOps incoming_ops = {
+        .build = op_build,
+        .trial = op_trial,
+        .prefault = op_prefault,
+        .end_data = op_end_data,
+        .restore = op_restore,
+        .resume = op_resume,
+        .reply = op_reply,
+        .iteration = op_iteration,
+};
+
+/* Accepts the connections and takes their HELLOs until the machine has built the VM. */
+static int setup(Incoming *in) {
+        MigrationJob *j = in->j;
+        uint64_t t_setup = 0;
+        int fd, r;
+
+        /* The first connection says how many follow; wait for it as long as asked. */
+        r = accept_one(j, j->in_params.timeout_s * USEC_PER_SEC, &fd);
+        if (r < 0)
+                return r == -ETIMEDOUT ? rx_fail(&in->rx, r, "no source connected within timeout_s=%" PRIu64 " s",
+                                                 j->in_params.timeout_s)
+                                       : r;
+        t_setup = time_monotonic_usec();
+        job_register_fd(j, fd);
+        set_timeout(fd, in->timeout_us);
+        in->fds[0] = fd;
+        r = recv_message(in, 0, fd, NULL);
+        if (r < 0)
+                return r;
+        while (rx_get_state(&in->rx) == RX_HELLO) {
+                unsigned idx = 0;
+                r = accept_one(j, in->timeout_us, &fd);
+                if (r == -ETIMEDOUT)
+                        return rx_fail(&in->rx, r, "timed out waiting for data connection %u of %u (%u arrived)",
+                                       in->rx.n_hellos, in->rx.n_conns, in->rx.n_hellos);
+                if (r < 0)
+                        return r;
+                job_register_fd(j, fd);
+                set_timeout(fd, in->timeout_us);
+                r = recv_message(in, RX_CONN_NEW, fd, &idx);
+                if (r < 0)
+                        return r;
+                in->fds[idx] = fd;
+        }
+        j->stats.setup_us = time_monotonic_usec() - t_setup;
+        return 0;
+}
+
 static int run(Incoming *in) {
         MigrationJob *j = in->j;
         MigrationStats *s = &j->stats;
-        int fd0 = in->fds[0];
-        _cleanup_free_ uint8_t *state = NULL;
-        uint32_t state_len = 0;
-        uint64_t receive_us = 0, last_publish = 0;
         int r;
 
-        for (;;) {
-                MigHeader h;
+        r = setup(in);
+        if (r < 0)
+                return r;
+        s->state = JOB_STATE_ACTIVE;
+        s->phase = JOB_PHASE_PRECOPY;
+        s->memory_total = in->rx.ram_size;
+        s->bytes_total = in->rx.ram_size;
+        publish(in);
 
-                r = mig_recv_header(fd0, &h);
+        for (unsigned k = 1; k < in->rx.n_conns; k++) {
+                in->receivers[k] = (Receiver){ .in = in, .idx = k };
+                r = pthread_create(&in->receivers[k].thread, NULL, receiver_thread, &in->receivers[k]);
+                if (r != 0)
+                        return rx_fail(&in->rx, -r, "cannot start a receiver thread: %s", strerror(r));
+                in->receivers[k].started = true;
+        }
+
+        while (rx_get_state(&in->rx) != RX_DONE) {
+                r = recv_message(in, 0, in->fds[0], NULL);
                 if (r < 0)
                         return r;
-                switch (h.type) {
-                case MIG_PAGES:
-                case MIG_ZERO:
-                        r = take_pages(in, fd0, &h);
-                        if (r == -EBADMSG)
-                                set_error(in, "malformed page message (offset 0x%" PRIx64 ", %" PRIu64 " pages)",
-                                          h.a, h.b);
-                        if (r < 0)
-                                return r;
-                        break;
-                case MIG_RAM_MAP:
-                        r = start_prefault(in, fd0, &h);
-                        if (r < 0)
-                                return r;
-                        break;
-                case MIG_ITER_END:
-                        s->iteration = (uint32_t)h.a + 1;
-                        publish(in);
-                        break;
-                case MIG_STATE_TRIAL: {
-                        /* The source's rehearsal: load its state as a trial, so a state this
-                         * host cannot take fails the migration before the guest is paused,
-                         * and tell it how long that took. */
-                        uint64_t t = time_monotonic_usec(), apply_us = 0;
-                        if (mig_header_validate(&h, in->ram_size) < 0 || state) {
-                                set_error(in, "bad state trial message (%u bytes)", h.len);
-                                return -EBADMSG;
-                        }
-                        _cleanup_free_ uint8_t *trial = malloc(h.len);
-                        if (!trial)
-                                return -ENOMEM;
-                        r = mig_recv_all(fd0, trial, h.len);
-                        if (r < 0)
-                                return r;
-                        r = vm_restore_state_trial(j->vm, trial, h.len, &apply_us);
-                        if (r < 0) {
-                                set_error(in, "the vCPU/device state was rejected in the rehearsal: %s",
-                                          vm_get_state_error(j->vm)[0] ? vm_get_state_error(j->vm)
-                                                                       : strerror(-r));
-                                return r;
-                        }
-                        r = mig_send_msg(fd0, MIG_TRIAL_DONE, apply_us, time_monotonic_usec() - t, NULL, 0);
-                        if (r < 0)
-                                return r;
-                        break;
-                }
-                case MIG_STATE: {
-                        uint64_t t = time_monotonic_usec();
-                        if (mig_header_validate(&h, in->ram_size) < 0 || state) {
-                                set_error(in, "bad state message (%u bytes)", h.len);
-                                return -EBADMSG;
-                        }
-                        state = malloc(h.len);
-                        if (!state)
-                                return -ENOMEM;
-                        r = mig_recv_all(fd0, state, h.len);
-                        if (r < 0)
-                                return r;
-                        state_len = h.len;
-                        receive_us = time_monotonic_usec() - t;
+                if (rx_get_state(&in->rx) >= RX_STATE && s->state == JOB_STATE_ACTIVE) {
                         s->state = JOB_STATE_COMPLETING;
                         s->phase = JOB_PHASE_DOWNTIME;
-                        break;
-                }
-                case MIG_COMPLETE: {
-                        uint64_t t;
-                        if (!state) {
-                                set_error(in, "complete without state");
-                                return -EBADMSG;
-                        }
-                        r = join_receivers(in);
-                        if (r < 0)
-                                return r;
-                        stop_prefault(in);
-                        t = time_monotonic_usec();
-                        r = vm_restore_state(j->vm, state, state_len);
-                        if (r < 0) {
-                                set_error(in, "the vCPU/device state was rejected: %s",
-                                          vm_get_state_error(j->vm)[0] ? vm_get_state_error(j->vm)
-                                                                       : strerror(-r));
-                                return r;
-                        }
-                        uint64_t restore_us = time_monotonic_usec() - t;
-                        r = mig_send_msg(fd0, MIG_READY, receive_us, restore_us, NULL, 0);
-                        if (r < 0)
-                                return r;
-                        break;
-                }
-                case MIG_COMMIT: {
-                        uint64_t t = time_monotonic_usec();
-                        if (!state) {
-                                set_error(in, "commit before state");
-                                return -EBADMSG;
-                        }
-                        atomic_store(&j->committed, 1);
-                        s->cancelable = false;
-                        r = vm_resume_incoming(j->vm);
-                        if (r < 0) {
-                                set_error(in, "cannot resume the guest: %s", strerror(-r));
-                                return r;
-                        }
-                        /* The guest runs here now; a lost acknowledgement does not undo that. */
-                        (void)mig_send_msg(fd0, MIG_ACK, time_monotonic_usec() - t, 0, NULL, 0);
-                        s->downtime_breakdown_us[DOWNTIME_DESTINATION_RESTORE] = 0;
-                        s->bytes_processed = atomic_load(&in->bytes) + state_len;
-                        s->bytes_remaining = 0;
-                        s->memory_remaining = 0;
-                        publish(in);
-                        return 0;
-                }
-                case MIG_ERROR:
-                        return read_error_msg(in, fd0, &h);
-                default:
-                        set_error(in, "unexpected message type %u", h.type);
-                        return -EBADMSG;
-                }
-                if (time_monotonic_usec() - last_publish > 100 * 1000) {
-                        last_publish = time_monotonic_usec();
                         publish(in);
                 }
+                if (time_monotonic_usec() - in->last_publish_us > 100 * 1000)
+                        publish(in);
         }
+        s->downtime_breakdown_us[DOWNTIME_DESTINATION_RESTORE] = 0;
+        s->bytes_processed = atomic_load(&in->rx.bytes);
+        s->bytes_remaining = 0;
+        s->memory_remaining = 0;
+        publish(in);
+        return 0;
+}
+
+/* Ends every thread that reads the sockets or touches RAM, then closes the sockets. */
+static void stop_all(Incoming *in) {
+        MigrationJob *j = in->j;
+
+        pthread_mutex_lock(&j->fd_lock);
+        for (unsigned i = 0; i < j->n_fds; i++)
+                (void)shutdown(j->fds[i], SHUT_RDWR);
+        pthread_mutex_unlock(&j->fd_lock);
+        (void)join_receivers(in);
+        stop_prefault(in);
+        job_close_fds(j);
+        migration_uri_unlink(&j->uri);
 }
 
 void *incoming_thread(void *p) {
         MigrationJob *j = p;
         Incoming in = { .j = j };
-        MigrationStats *s = &j->stats;
-        unsigned timeout_s = j->in_params.timeout_s ? (unsigned)j->in_params.timeout_s : DEFAULT_TIMEOUT_S;
-        _cleanup_free_ char *config = NULL;
-        uint64_t ram_size = 0, t_setup = 0;
-        unsigned idx, n;
-        int fd = -EBADF, r;
+        char error[MIGRATION_ERROR_MESSAGE_MAX];
+        int r;
 
         (void)pthread_setname_np(pthread_self(), "migrate-in");
-        pthread_mutex_init(&in.error_lock, NULL);
+        rx_init(&in.rx, &incoming_ops, &in);
+        in.timeout_us = (j->in_params.timeout_s ? j->in_params.timeout_s : DEFAULT_TIMEOUT_S) * USEC_PER_SEC;
         for (unsigned i = 0; i < MIGRATION_MAX_CONNECTIONS; i++)
                 in.fds[i] = -EBADF;
 
-        /* The first connection says how many follow; wait for it as long as asked. */
-        r = accept_one(j, (unsigned)j->in_params.timeout_s, &fd);
-        if (r < 0)
-                goto fail;
-        t_setup = time_monotonic_usec();
-        job_register_fd(j, fd);
-        socket_set_io_timeout(fd, timeout_s);
-        r = read_hello(&in, fd, &idx, &n, &ram_size, &config);
-        if (r < 0)
-                goto fail;
-        if (idx != 0) {
-                set_error(&in, "the first connection must be connection 0");
-                r = -EBADMSG;
-                goto fail;
-        }
-        in.n_conns = n;
-        in.fds[0] = fd;
-        for (unsigned k = 1; k < n; k++) {
-                unsigned ki, kn;
-                uint64_t kram;
-                r = accept_one(j, timeout_s, &fd);
-                if (r < 0)
-                        goto fail;
-                job_register_fd(j, fd);
-                socket_set_io_timeout(fd, timeout_s);
-                r = read_hello(&in, fd, &ki, &kn, &kram, NULL);
-                if (r < 0)
-                        goto fail;
-                if (kn != n || ki == 0 || in.fds[ki] >= 0 || kram != ram_size) {
-                        set_error(&in, "connection %u of %u does not belong to this migration", ki, kn);
-                        r = -EBADMSG;
-                        goto fail;
-                }
-                in.fds[ki] = fd;
-        }
-
-        r = setup_vm(&in, config, ram_size);
-        if (r < 0)
-                goto fail;
-        r = mig_send_msg(in.fds[0], MIG_HELLO_ACK, 0, 0, NULL, 0);
-        if (r < 0)
-                goto fail;
-        s->setup_us = time_monotonic_usec() - t_setup;
-        s->state = JOB_STATE_ACTIVE;
-        s->phase = JOB_PHASE_PRECOPY;
-        s->memory_total = in.ram_size;
-        s->bytes_total = in.ram_size;
-        publish(&in);
-
-        for (unsigned k = 1; k < n; k++) {
-                in.rx[k] = (Receiver){ .in = &in, .idx = k, .fd = in.fds[k] };
-                r = pthread_create(&in.rx[k].thread, NULL, receiver_thread, &in.rx[k]);
-                if (r != 0) {
-                        r = -r;
-                        goto fail;
-                }
-                in.rx[k].started = true;
-        }
-
         r = run(&in);
-        if (r < 0)
-                goto fail;
-        job_close_fds(j);
-        job_finish(j, JOB_STATE_COMPLETED, NULL, NULL);
-        goto out;
-
-fail:
-        if (atomic_load(&j->committed)) {
-                /* Resumed here: this copy is the guest, whatever happened to the socket. */
-                job_close_fds(j);
-                join_receivers(&in);
+        if (r >= 0) {
+                stop_all(&in);
                 job_finish(j, JOB_STATE_COMPLETED, NULL, NULL);
                 goto out;
         }
+
+        /* Resumed here only if the machine got to the end: a guest that did not resume
+         * after COMMIT fails the job like any failure before it. */
+        rx_get_error(&in.rx, error, sizeof error);
         if (in.fds[0] >= 0 && r != -ECONNABORTED && r != -ECONNRESET) {
-                const char *m = in.error[0] ? in.error : strerror(-r);
+                const char *m = error[0] ? error : strerror(-r);
                 (void)mig_send_msg(in.fds[0], MIG_ERROR, (uint64_t)-r, 0, m, (uint32_t)strlen(m));
         }
-        job_close_fds(j); /* ends the receivers' reads */
-        join_receivers(&in);
-        stop_prefault(&in);
-        /* Drop the half-built VM: it never ran here. */
-        if (vm_get_state(j->vm) == VM_STATE_INCOMING)
+        stop_all(&in);
+        /* Drop the half-built VM: it never ran here (or did not resume). */
+        if (vm_get_state(j->vm) == VM_STATE_INCOMING || atomic_load(&j->committed))
                 (void)vm_stop(j->vm);
-        if (job_cancelled(j))
+        if (job_cancelled(j) && !atomic_load(&j->committed))
                 job_finish(j, JOB_STATE_CANCELLED, "Cancelled", "migration cancelled");
-        else if (in.error[0])
-                job_finish(j, JOB_STATE_FAILED, "MigrationFailed", "%s", in.error);
+        else if (error[0])
+                job_finish(j, JOB_STATE_FAILED, "MigrationFailed", "%s", error);
         else
-                job_finish(j, JOB_STATE_FAILED, "MigrationFailed", "%s",
+                job_finish(j, JOB_STATE_FAILED, "MigrationFailed", "%s (receive state %s)",
                            r == -ECONNRESET ? "the source closed the connection before the commit"
                            : r == -ETIMEDOUT ? "timed out waiting for the source"
-                                             : strerror(-r));
+                                             : strerror(-r),
+                           rx_state_to_string(rx_get_state(&in.rx)));
 out:
-        stop_prefault(&in);
-        free(in.map);
-        pthread_mutex_destroy(&in.error_lock);
+        rx_free(&in.rx);
         return NULL;
 }
 

@@ -25,6 +25,7 @@ struct MigrationJob {
         void *userdata;
 
         pthread_t thread;
+        void *(*thread_fn)(void *);
         bool thread_started;
         int event_fd;
         _Atomic int pending_events;

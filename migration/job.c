@@ -190,16 +190,28 @@ void job_finish(MigrationJob *j, JobState state, const char *error_name, const c
         pthread_mutex_lock(&j->fd_lock);
         j->finished = true;
         pthread_mutex_unlock(&j->fd_lock);
-        job_post(j, JOB_EVENT_PROGRESS | JOB_EVENT_FINISHED);
+        job_post(j, JOB_EVENT_PROGRESS);
+}
+
+/* The job's thread: the owner hears of the end only once the thread has cleaned up and is
+ * about to return, so its pthread_join() in migration_job_dispatch() never waits (it runs
+ * on the daemon's event loop). */
+static void *job_thread(void *p) {
+        MigrationJob *j = p;
+
+        j->thread_fn(j);
+        job_post(j, JOB_EVENT_FINISHED);
+        return NULL;
 }
 
 int job_start_thread(MigrationJob *j, void *(*fn)(void *)) {
         sigset_t all, old;
         int r;
 
+        j->thread_fn = fn;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        r = pthread_create(&j->thread, NULL, fn, j);
+        r = pthread_create(&j->thread, NULL, job_thread, j);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (r != 0)
                 return -r;

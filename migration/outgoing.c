@@ -318,7 +318,15 @@ static int send_pending(Outgoing *o, bool precopy) {
 
 /* --- setup --- */
 
+/* Reads the destination's reply on connection 0: only 'want' (or ERROR) is valid here. A
+ * wrong, unknown or malformed reply fails the job with a message naming it (but for the
+ * acknowledgement, whose failure the caller reports with the commit's consequences). */
 static int wait_reply(MigrationJob *j, int fd, uint32_t want, MigHeader *ret, const char *what) {
+        static const char *const names[_MIG_MAX] = {
+                [MIG_HELLO_ACK] = "HELLO_ACK", [MIG_READY] = "READY",           [MIG_ACK] = "ACK",
+                [MIG_ERROR] = "ERROR",         [MIG_TRIAL_DONE] = "TRIAL_DONE",
+        };
+        const char *w = names[want];
         MigHeader h;
         int r;
 
@@ -326,14 +334,34 @@ static int wait_reply(MigrationJob *j, int fd, uint32_t want, MigHeader *ret, co
         if (r < 0)
                 return r;
         if (h.type == MIG_ERROR && h.len <= MIG_MAX_ERROR_LEN) {
+                uint8_t raw[MIG_MAX_ERROR_LEN];
                 char msg[MIG_MAX_ERROR_LEN + 1] = "";
-                if (mig_recv_all(fd, msg, h.len) == 0)
+                if (mig_recv_all(fd, raw, h.len) == 0) {
+                        for (uint32_t i = 0; i < h.len; i++)
+                                msg[i] = raw[i] >= 0x20 && raw[i] < 0x7f ? (char)raw[i] : '?';
                         msg[h.len] = 0;
+                }
                 job_finish(j, JOB_STATE_FAILED, "MigrationFailed", "destination refused %s: %s", what, msg);
                 return -EREMOTEIO;
         }
-        if (h.type != want || mig_header_validate(&h, UINT64_MAX) < 0)
-                return -EBADMSG;
+        if (h.type != want || mig_header_validate(&h, UINT64_MAX) < 0) {
+                if (want != MIG_ACK) {
+                        const char *got = h.type < _MIG_MAX ? names[h.type] : NULL;
+                        if (h.type == want || (h.type == MIG_ERROR))
+                                job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
+                                           "malformed %s from the destination (payload of %" PRIu32 " bytes)",
+                                           got, h.len);
+                        else if (got)
+                                job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
+                                           "the destination sent %s while the source waited for %s", got, w);
+                        else
+                                job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
+                                           "the destination sent message type %" PRIu32
+                                           " (not a reply) while the source waited for %s",
+                                           h.type, w);
+                }
+                return -EPROTO;
+        }
         if (ret)
                 *ret = h;
         return 0;
@@ -425,6 +453,11 @@ static int setup(Outgoing *o) {
         o->n_conns = j->params.connections;
         for (unsigned i = 0; i < o->n_conns; i++) {
                 r = migration_uri_connect(&j->uri, &o->fds[i]);
+                if (r == -EADDRNOTAVAIL && !j->uri.is_unix && i == 0) {
+                        job_finish(j, JOB_STATE_FAILED, "MigrationFailed", "cannot resolve the host of \"%s\"",
+                                   j->uri.text);
+                        return r;
+                }
                 if (r < 0)
                         return r;
                 job_register_fd(j, o->fds[i]);

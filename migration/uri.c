@@ -5,6 +5,8 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "uri.h"
@@ -56,13 +58,32 @@ int migration_uri_parse(const char *s, MigrationUri *ret) {
         if (host[0] == 0)
                 return -EINVAL;
 
-        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-        if (getaddrinfo(host, port_str, &hints, &ai) != 0 || !ai)
-                return -EADDRNOTAVAIL;
-        memcpy(&u.addr, ai->ai_addr, ai->ai_addrlen);
-        u.addr_len = ai->ai_addrlen;
-        freeaddrinfo(ai);
+        snprintf(u.host, sizeof u.host, "%s", host);
+        snprintf(u.port, sizeof u.port, "%lu", port);
+        /* A numeric address needs no lookup; a name waits for migration_uri_resolve(). */
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV }, *ai = NULL;
+        if (getaddrinfo(host, u.port, &hints, &ai) == 0 && ai) {
+                memcpy(&u.addr, ai->ai_addr, ai->ai_addrlen);
+                u.addr_len = ai->ai_addrlen;
+                u.resolved = true;
+                freeaddrinfo(ai);
+        }
         *ret = u;
+        return 0;
+}
+
+int migration_uri_resolve(MigrationUri *u) {
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+
+        if (u->is_unix || u->resolved)
+                return 0;
+        if (getaddrinfo(u->host, u->port, &hints, &ai) != 0 || !ai)
+                return -EADDRNOTAVAIL;
+        memcpy(&u->addr, ai->ai_addr, ai->ai_addrlen);
+        u->addr_len = ai->ai_addrlen;
+        u->resolved = true;
+        freeaddrinfo(ai);
         return 0;
 }
 
@@ -75,14 +96,18 @@ static void tune(int fd, bool is_unix) {
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
 }
 
-int migration_uri_connect(const MigrationUri *u, int *ret_fd) {
-        int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+int migration_uri_connect(MigrationUri *u, int *ret_fd) {
+        int fd, r;
 
+        r = migration_uri_resolve(u);
+        if (r < 0)
+                return r;
+        fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return negative_errno();
         tune(fd, u->is_unix);
         if (connect(fd, (const struct sockaddr *)&u->addr, u->addr_len) < 0) {
-                int r = negative_errno();
+                r = negative_errno();
                 close(fd);
                 return r;
         }
@@ -90,24 +115,79 @@ int migration_uri_connect(const MigrationUri *u, int *ret_fd) {
         return 0;
 }
 
-int migration_uri_listen(const MigrationUri *u, int *ret_fd) {
-        int fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, r;
+/* A path to listen on: free, or a stale socket of ours, which is removed. */
+static int unix_path_free(const struct sockaddr_un *sun, socklen_t len) {
+        struct stat st;
+        int fd, r;
 
+        if (lstat(sun->sun_path, &st) < 0)
+                return errno == ENOENT ? 0 : negative_errno();
+        if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
+                return -EEXIST;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return negative_errno();
-        if (u->is_unix)
-                (void)unlink(((const struct sockaddr_un *)&u->addr)->sun_path);
-        else
+        r = connect(fd, (const struct sockaddr *)sun, len) < 0 ? -errno : 0;
+        close(fd);
+        if (r == 0)
+                return -EADDRINUSE;
+        if (r != -ECONNREFUSED)
+                return r;
+        return unlink(sun->sun_path) < 0 ? negative_errno() : 0;
+}
+
+int migration_uri_listen(MigrationUri *u, int *ret_fd) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&u->addr;
+        int fd, one = 1, r;
+
+        /* A listen address is local: its name resolves from /etc/hosts, if at all. */
+        r = migration_uri_resolve(u);
+        if (r < 0)
+                return r;
+        if (u->is_unix) {
+                r = unix_path_free(sun, u->addr_len);
+                if (r < 0)
+                        return r;
+        }
+        fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        if (!u->is_unix)
                 (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         tune(fd, u->is_unix);
-        if (bind(fd, (const struct sockaddr *)&u->addr, u->addr_len) < 0 ||
-            listen(fd, 32) < 0) {
+        if (bind(fd, (const struct sockaddr *)&u->addr, u->addr_len) < 0) {
                 r = negative_errno();
                 close(fd);
                 return r;
         }
+        if (u->is_unix) {
+                struct stat st;
+                if (lstat(sun->sun_path, &st) == 0) {
+                        u->bound = true;
+                        u->sock_dev = st.st_dev;
+                        u->sock_ino = st.st_ino;
+                }
+        }
+        if (listen(fd, 32) < 0) {
+                r = negative_errno();
+                close(fd);
+                migration_uri_unlink(u);
+                return r;
+        }
         *ret_fd = fd;
         return 0;
+}
+
+void migration_uri_unlink(MigrationUri *u) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&u->addr;
+        struct stat st;
+
+        if (!u->is_unix || !u->bound)
+                return;
+        u->bound = false;
+        if (lstat(sun->sun_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == u->sock_dev &&
+            st.st_ino == u->sock_ino)
+                (void)unlink(sun->sun_path);
 }
 
 bool migration_uri_is_local(const MigrationUri *u) {

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <poll.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include "state-stream.h"
@@ -97,5 +99,38 @@ int mig_recv_header(int fd, MigHeader *h) {
         if (r < 0)
                 return r;
         mig_header_decode(hdr, h);
+        return 0;
+}
+
+static uint64_t monotonic_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
+}
+
+int mig_recv_all_until(int fd, void *buf, size_t len, uint64_t deadline_us) {
+        uint8_t *p = buf;
+
+        while (len > 0) {
+                ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+                if (n > 0) {
+                        p += n;
+                        len -= (size_t)n;
+                        continue;
+                }
+                if (n == 0)
+                        return -ECONNRESET;
+                if (errno == EINTR)
+                        continue;
+                if (errno != EAGAIN && errno != EWOULDBLOCK)
+                        return errno == EPIPE ? -ECONNRESET : negative_errno();
+                uint64_t now = monotonic_usec();
+                if (now >= deadline_us)
+                        return -ETIMEDOUT;
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                uint64_t ms = DIV_ROUND_UP(deadline_us - now, USEC_PER_MSEC);
+                if (poll(&pfd, 1, (int)MIN(ms, (uint64_t)INT32_MAX)) < 0 && errno != EINTR)
+                        return negative_errno();
+        }
         return 0;
 }

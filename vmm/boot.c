@@ -266,7 +266,12 @@ int boot_load(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
         r = write_gdt(m);
         if (r < 0)
                 return r;
-        switch (c->kernel_format) {
+        /* A config that came with a migration was taken without opening its files
+         * (VM_CONFIG_PARSE_NO_FILES): its kernel is looked at only when the VM is booted. */
+        KernelFormat f = c->kernel_format;
+        if (f == KERNEL_FORMAT_UNKNOWN && kernel_probe_file(c->kernel, &f) < 0)
+                return -ENOEXEC;
+        switch (f) {
         case KERNEL_FORMAT_PVH_ELF:
                 return load_pvh(m, c, ret);
         case KERNEL_FORMAT_BZIMAGE:

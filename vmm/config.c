@@ -187,6 +187,10 @@ static uint64_t host_memory_mib(void) {
 }
 
 int vm_config_parse(const char *json, VmConfig **ret, char **ret_error) {
+        return vm_config_parse_flags(json, 0, ret, ret_error);
+}
+
+int vm_config_parse_flags(const char *json, unsigned flags, VmConfig **ret, char **ret_error) {
         _cleanup_(vm_config_freep) VmConfig *c = NULL;
         json_tokener *tok;
         json_object *root;
@@ -313,6 +317,8 @@ int vm_config_parse(const char *json, VmConfig **ret, char **ret_error) {
                 }
         }
 
+        if (flags & VM_CONFIG_PARSE_NO_FILES)
+                goto done;
         r = check_readable("kernel", c->kernel, ret_error);
         if (r < 0)
                 goto out;
@@ -330,6 +336,7 @@ int vm_config_parse(const char *json, VmConfig **ret, char **ret_error) {
                         goto out;
         }
 
+done:
         *ret = TAKE_PTR(c);
         r = 0;
 out:

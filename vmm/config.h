@@ -46,6 +46,10 @@ const char *kernel_format_to_string(KernelFormat f);
  * -EINVAL (or another negative errno) and, if ret_error is not NULL, a message that names
  * the offending key, e.g. "memory_mib: must be between 16 and 1048576, got 0". */
 int vm_config_parse(const char *json, VmConfig **ret, char **ret_error);
+/* The same checks without opening any file the config names: for a config that came from
+ * elsewhere (a migration source), whose kernel and initramfs are never loaded here. */
+#define VM_CONFIG_PARSE_NO_FILES (1u << 0)
+int vm_config_parse_flags(const char *json, unsigned flags, VmConfig **ret, char **ret_error);
 
 /* Merges 'overlay' (a JSON object) over 'base' (both JSON texts), key by key, objects
  * recursively, and returns the merged text. Used by ReceiveMigration's "config" option. */

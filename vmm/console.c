@@ -86,7 +86,7 @@ int vm_console_open(Vm *vm) {
         const VmConfig *c = vm->config;
 
         if (c->serial_mode == SERIAL_MODE_FILE) {
-                vm->console_fd = open(c->serial_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY,
+                vm->console_fd = open(c->serial_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW,
                                       0640);
                 if (vm->console_fd < 0)
                         return negative_errno();

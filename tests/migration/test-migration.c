@@ -419,6 +419,80 @@ static void test_destination_dies(void **state) {
         side_free(&src);
 }
 
+/* A destination that answers wrongly: at the HELLO (after_trial false) or at the state
+ * rehearsal it sends 'type' with a payload of 'len' bytes, then reads until the source
+ * hangs up. */
+static pid_t lying_destination(const char *path, bool after_trial, uint32_t type, uint32_t len) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                int l = socket(AF_UNIX, SOCK_STREAM, 0), fd;
+                uint8_t buf[65536] = {};
+                MigHeader h;
+                snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+                unlink(path);
+                if (bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(l, 1) < 0)
+                        _exit(1);
+                fd = accept(l, NULL, NULL);
+                if (mig_recv_header(fd, &h) < 0 || mig_recv_all(fd, buf, h.len) < 0)
+                        _exit(1);
+                if (after_trial) {
+                        if (mig_send_msg(fd, MIG_HELLO_ACK, 0, 0, NULL, 0) < 0 || mig_recv_header(fd, &h) < 0 ||
+                            h.len > sizeof buf || mig_recv_all(fd, buf, h.len) < 0)
+                                _exit(1);
+                }
+                if (mig_send_msg(fd, type, 0, 0, buf, len) < 0)
+                        _exit(1);
+                while (recv(fd, buf, sizeof buf, 0) > 0)
+                        ;
+                _exit(0);
+        }
+        return pid;
+}
+
+/* The source takes only the reply it waits for: anything else fails the migration with
+ * a message naming it, and the guest runs on. */
+static void test_wrong_replies(void **state) {
+        static const struct {
+                bool after_trial;
+                uint32_t type, len;
+                const char *expect;
+        } cases[] = {
+                { false, MIG_READY, 0, "the destination sent READY while the source waited for HELLO_ACK" },
+                { false, MIG_HELLO_ACK, 4, "malformed HELLO_ACK from the destination" },
+                { false, 77, 0, "message type 77 (not a reply) while the source waited for HELLO_ACK" },
+                { true, MIG_ACK, 0, "the destination sent ACK while the source waited for TRIAL_DONE" },
+                { true, MIG_HELLO_ACK, 0, "the destination sent HELLO_ACK while the source waited for TRIAL_DONE" },
+                { true, MIG_ERROR, 3, "destination refused the state rehearsal: " },
+        };
+        Side src = {};
+        MigrationParams p;
+        char path[100], uri[120];
+
+        snprintf(path, sizeof path, "%s/liar.sock", tmpdir);
+        snprintf(uri, sizeof uri, "unix:%s", path);
+        migration_params_init(&p);
+        start_source(&src, "liar", 64, "work=verify mib=16 hb=100");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                MigrationStats st;
+                unlink(path);
+                pid_t pid = lying_destination(path, cases[i].after_trial, cases[i].type, cases[i].len);
+                for (int k = 0; k < 100 && access(path, F_OK) < 0; k++)
+                        poll(NULL, 0, 20);
+                src.finished = false;
+                assert_int_equal(migration_out_start(src.vm, uri, &p, &callbacks, &src, &src.job), 0);
+                run_until_finished(&src, NULL, 60000);
+                waitpid(pid, NULL, 0);
+                migration_job_get_stats(src.job, &st);
+                printf("# wrong reply %zu: %s\n", i, st.error_message);
+                assert_non_null(strstr(st.error_message, cases[i].expect));
+                expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+                src.job = migration_job_free(src.job);
+        }
+        side_free(&src);
+}
+
 /* The destination gets a stream that is not ours, and one that goes bad mid-way. */
 static void test_garbled_stream(void **state) {
         Side dst = {};
@@ -802,7 +876,7 @@ int main(void) {
                 cmocka_unit_test(test_dirty_two_connections),
                 cmocka_unit_test(test_cancel),
                 cmocka_unit_test(test_destination_dies),
-                cmocka_unit_test(test_garbled_stream),
+                cmocka_unit_test(test_wrong_replies), cmocka_unit_test(test_garbled_stream),
                 cmocka_unit_test(test_convergence),
                 cmocka_unit_test(test_state_rehearsal_rejected),
                 cmocka_unit_test(test_link_lost_before_commit),

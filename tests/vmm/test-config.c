@@ -134,6 +134,32 @@ static void test_kernel_errors(void **state) {
         expect_error(k, "initramfs: cannot open /nonexistent/initrd");
 }
 
+/* A config from a migration source: the same checks, but none of its files is opened. */
+static void test_no_files(void **state) {
+        VmConfig *c = NULL;
+        char *err = NULL;
+
+        assert_int_equal(vm_config_parse_flags("{\"memory_mib\":64,\"kernel\":\"/nonexistent/vmlinux\","
+                                               "\"initramfs\":\"/nonexistent/initrd\"}",
+                                               VM_CONFIG_PARSE_NO_FILES, &c, &err),
+                         0);
+        assert_int_equal(c->kernel_format, KERNEL_FORMAT_UNKNOWN);
+        assert_string_equal(c->kernel, "/nonexistent/vmlinux");
+        vm_config_free(c);
+        c = NULL;
+        /* Everything else is checked as always. */
+        assert_true(vm_config_parse_flags("{\"memory_mib\":8,\"kernel\":\"/x\"}", VM_CONFIG_PARSE_NO_FILES, &c,
+                                          &err) < 0);
+        assert_non_null(strstr(err, "memory_mib: must be between"));
+        free(err);
+        err = NULL;
+        assert_true(vm_config_parse_flags("{\"memory_mib\":64,\"kernel\":\"x\"}", VM_CONFIG_PARSE_NO_FILES, &c,
+                                          &err) < 0);
+        assert_non_null(strstr(err, "kernel: must be an absolute path"));
+        free(err);
+        assert_null(c);
+}
+
 static void test_serial(void **state) {
         _cleanup_free_ char *a = cfg("{\"memory_mib\":64,\"kernel\":\"%s\",\"serial\":{\"mode\":\"file\"}}", kernel_path);
         expect_error(a, "serial.path: required with mode \"file\"");
@@ -199,7 +225,7 @@ int main(void) {
                 cmocka_unit_test(test_valid),       cmocka_unit_test(test_defaults),
                 cmocka_unit_test(test_malformed),   cmocka_unit_test(test_unknown_key),
                 cmocka_unit_test(test_wrong_type),  cmocka_unit_test(test_ranges),
-                cmocka_unit_test(test_kernel_errors), cmocka_unit_test(test_serial),
+                cmocka_unit_test(test_kernel_errors), cmocka_unit_test(test_no_files), cmocka_unit_test(test_serial),
                 cmocka_unit_test(test_limits),      cmocka_unit_test(test_merge),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
