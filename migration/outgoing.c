@@ -14,6 +14,7 @@
 #include "config.h"
 #include "job-internal.h"
 #include "log.h"
+#include "residency.h"
 #include "transport.h"
 
 #define PAGE_SIZE 4096
@@ -381,7 +382,7 @@ static int rehearse_state(Outgoing *o) {
         return 0;
 }
 
-/* Tells the destination which 2 MiB chunks the first pass sends (those with a resident
+/* Tells the destination which 2 MiB chunks the first pass sends (those with a touched
  * page), before any page, so it can fault them in ahead of the stream. */
 static int send_ram_map(Outgoing *o, const unsigned char *resident) {
         uint64_t chunk_pages = (UINT64_C(1) << MIG_MAP_CHUNK_SHIFT) / PAGE_SIZE;
@@ -453,15 +454,18 @@ static int setup(Outgoing *o) {
                 return -ENOMEM;
 
         /* Dirty logging first, then the residency snapshot: a page touched in between is
-         * both resident and dirty, never neither. */
+         * both touched and dirty, never neither. */
         r = vm_dirty_log_start(j->vm);
         if (r < 0)
                 return r;
         _cleanup_free_ unsigned char *vec = malloc(o->n_pages);
         if (!vec)
                 return -ENOMEM;
-        if (mincore(o->ram, o->ram_size, vec) < 0)
-                return negative_errno();
+        /* Present or swapped out (pagemap), not mincore(): a page swapped out and gone
+         * from the swap cache holds data too. */
+        int64_t touched = ram_residency(o->ram, o->ram_size, vec);
+        if (touched < 0)
+                return (int)touched;
         for (uint64_t p = 0; p < o->n_pages; p++)
                 if (vec[p] & 1) {
                         o->pending[p / BITS_PER_WORD] |= 1UL << (p % BITS_PER_WORD);

@@ -7,6 +7,7 @@
  * the source running; a link lost at the commit or the acknowledgement leaves it in
  * migration-unknown with the guest running in exactly one place. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -23,6 +24,7 @@
 #include "config.h"
 #include "console-watch.h"
 #include "migration.h"
+#include "residency.h"
 #include "test-util.h"
 #include "vm.h"
 #include "wire.h"
@@ -93,23 +95,23 @@ static void start_destination(Side *dst, const char *name, const char *uri, uint
         assert_int_equal(migration_in_start(dst->vm, uri, &ip, &callbacks, dst, &dst->job), 0);
 }
 
-/* MiB of the VM's guest RAM resident on the host; 0 once the VM has given its RAM up
- * (a migrated source unmaps it, possibly while this runs: mincore then fails). */
+/* MiB of the VM's guest RAM that the host holds for it, in RAM or in swap; 0 once the VM
+ * has given its RAM up (a migrated source unmaps it, possibly while this runs). */
 static uint64_t resident_mib(Vm *vm) {
         uint8_t *base;
-        uint64_t size, n = 0;
+        uint64_t size;
         const VmMemoryRegion *regions;
         unsigned n_regions;
         if (vm_get_ram(vm, &base, &size, &regions, &n_regions) < 0)
                 return 0;
         _cleanup_free_ unsigned char *vec = malloc(size / 4096);
         assert_non_null(vec);
-        if (mincore(base, size, vec) < 0)
-                return 0;
-        for (uint64_t i = 0; i < size / 4096; i++)
-                n += vec[i] & 1;
-        return n * 4096 >> 20;
+        int64_t n = ram_residency(base, size, vec);
+        return n > 0 ? (uint64_t)n * 4096 >> 20 : 0;
 }
+
+/* Called on the running source right before the migration starts, when set. */
+static void (*before_migrate)(Side *src);
 
 /* Runs both owners' event handling until the given jobs finish. */
 static void run_until_finished(Side *a, Side *b, unsigned timeout_ms) {
@@ -180,6 +182,8 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
         printf("# %s: dirty tracking with %s\n", name, vm_dirty_log_method(src.vm));
         start_destination(&dst, name, uri, 60);
         uint64_t resident_before = resident_mib(src.vm);
+        if (before_migrate)
+                before_migrate(&src);
         src.track_resident = true;
         assert_int_equal(migration_out_start(src.vm, uri, params, &callbacks, &src, &src.job), 0);
         /* A second job on the same VM is refused while one runs. */
@@ -764,6 +768,87 @@ static void test_ack_lost(void **state) {
         side_free(&dst);
 }
 
+/* --- swap: a page the guest wrote that the host swapped out holds data --- */
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+static char swapfile[128];
+
+/* A swapfile of 'mib' MiB on a disk filesystem (tmpfs cannot hold one); false if this
+ * machine cannot make one (not root, no swap support, a filesystem that refuses). */
+static bool swap_on(unsigned mib) {
+        char cmd[1024];
+        snprintf(swapfile, sizeof swapfile, "/var/tmp/vmmd-test-swap-%d", getpid());
+        snprintf(cmd, sizeof cmd,
+                 "fallocate -l %uM %s && chmod 600 %s && mkswap %s >/dev/null && swapon %s", mib, swapfile,
+                 swapfile, swapfile, swapfile);
+        if (system(cmd) != 0) {
+                unlink(swapfile);
+                return false;
+        }
+        return true;
+}
+
+static void swap_off(void) {
+        char cmd[256 + sizeof swapfile];
+        snprintf(cmd, sizeof cmd, "swapoff %s", swapfile);
+        if (system(cmd) != 0)
+                printf("# swapoff %s failed\n", swapfile);
+        unlink(swapfile);
+}
+
+/* Pushes all of the source's guest RAM out to swap, with the guest paused so that it reads
+ * nothing back in meanwhile, then lets it run on: the migration starts at once, while
+ * most of what the guest wrote is in swap and not in RAM. */
+static void page_out_source(Side *src) {
+        uint8_t *base;
+        uint64_t size, swapped = 0, present = 0, resident = 0;
+        const VmMemoryRegion *regions;
+        unsigned n_regions;
+        assert_int_equal(vm_get_ram(src->vm, &base, &size, &regions, &n_regions), 0);
+        assert_int_equal(vm_pause(src->vm), 0);
+        assert_int_equal(madvise(base, size, MADV_PAGEOUT), 0);
+        /* What each interface says now: pagemap's bits, and mincore(). */
+        int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        _cleanup_free_ unsigned char *vec = malloc(size / 4096);
+        assert_non_null(vec);
+        for (uint64_t p = 0; p < size / 4096; p++) {
+                uint64_t e = 0;
+                assert_int_equal(pread(fd, &e, 8, (off_t)(((uintptr_t)base / 4096 + p) * 8)), 8);
+                swapped += e >> 62 & 1;
+                present += e >> 63;
+        }
+        close(fd);
+        assert_int_equal(mincore(base, size, vec), 0);
+        for (uint64_t p = 0; p < size / 4096; p++)
+                resident += vec[p] & 1;
+        printf("# after MADV_PAGEOUT: %" PRIu64 " pages swapped out, %" PRIu64 " present; mincore says %" PRIu64
+               " resident\n", swapped, present, resident);
+        assert_true(swapped > 0);
+        assert_int_equal(vm_resume(src->vm), 0);
+}
+
+static void test_swapped_out(void **state) {
+        MigrationParams p;
+        if (!swap_on(512)) {
+                printf("# cannot make a swapfile here: skipped\n");
+                if (getenv("VMMD_TEST_FILTER") && strcmp(getenv("VMMD_TEST_FILTER"), "test_swapped_out") == 0)
+                        exit(77);
+                skip();
+        }
+        migration_params_init(&p);
+        _cleanup_free_ char *uri = unix_uri("swapped");
+        before_migrate = page_out_source;
+        /* The guest filled 128 MiB and keeps re-reading it: every page the source skips
+         * reads back as zeros on the destination and the verifier counts it. */
+        migrate_and_check("swapped", uri, 256, "work=verify mib=128 hb=100", &p);
+        before_migrate = NULL;
+        swap_off();
+}
+
 static int setup(void **state) {
         require_kvm();
         guest = test_guest_path();
@@ -793,6 +878,7 @@ int main(void) {
                 cmocka_unit_test(test_link_lost_before_commit),
                 cmocka_unit_test(test_commit_lost),
                 cmocka_unit_test(test_ack_lost),
+                cmocka_unit_test(test_swapped_out),
         };
         signal(SIGPIPE, SIG_IGN);
         require_kvm();
