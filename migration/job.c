@@ -120,6 +120,9 @@ void job_publish(MigrationJob *j) {
         atomic_fetch_add_explicit(&j->seq, 1, memory_order_release); /* even: stable */
 }
 
+#define STALL_US (5 * USEC_PER_SEC)
+#define RATE_WINDOW_US (USEC_PER_SEC / 2)
+
 void migration_job_get_stats(MigrationJob *j, MigrationStats *ret) {
         for (;;) {
                 uint32_t s1 = atomic_load_explicit(&j->seq, memory_order_acquire);
@@ -128,7 +131,23 @@ void migration_job_get_stats(MigrationJob *j, MigrationStats *ret) {
                 *ret = j->published;
                 atomic_thread_fence(memory_order_acquire);
                 if (atomic_load_explicit(&j->seq, memory_order_relaxed) == s1)
-                        return;
+                        break;
+        }
+        /* What time alone changes, computed here on the reader's thread: a job thread
+         * blocked on a peer that does not read publishes nothing meanwhile. */
+        uint64_t progress = atomic_load(&j->progress_us), now = now_usec();
+        if (job_state_is_final(ret->state) || progress == 0 || now <= progress)
+                return;
+        ret->elapsed_us = MAX(ret->elapsed_us, realtime_usec() - ret->start_time_us);
+        uint64_t idle = now - progress;
+        if (idle >= STALL_US && (ret->state == JOB_STATE_ACTIVE || ret->state == JOB_STATE_COMPLETING))
+                ret->stalled = true;
+        if (idle >= 2 * RATE_WINDOW_US) {
+                /* Each 0.5 s window without a byte halves the smoothed rate (the job thread's
+                 * own update, averaging with a zero window, does the same). */
+                uint64_t windows = idle / RATE_WINDOW_US - 1;
+                ret->rate = windows >= 63 ? 0 : ret->rate >> windows;
+                ret->expected_end_us = 0;
         }
 }
 
