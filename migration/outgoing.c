@@ -389,10 +389,10 @@ static int arm_deadline(Outgoing *o, const char *step) {
         return 0;
 }
 
-/* A blocking send or receive of the switchover that timed out (SO_SNDTIMEO/SO_RCVTIMEO,
- * set by arm_deadline()) missed the deadline. */
+/* A blocking send or receive of the switchover that timed out (SO_SNDTIMEO/SO_RCVTIMEO
+ * or TCP_USER_TIMEOUT, all set by arm_deadline() to the deadline) missed the deadline. */
 static int deadline_error(int r) {
-        return r == -EAGAIN || r == -EWOULDBLOCK ? -ETIME : r;
+        return r == -EAGAIN || r == -EWOULDBLOCK || r == -ETIMEDOUT ? -ETIME : r;
 }
 
 /* The state rehearsal: saves the vCPU/device state while the guest runs (its vCPUs parked
@@ -755,9 +755,8 @@ void *outgoing_thread(void *p) {
                 bool blocked = harvest + o.state_cost_us > max_downtime;
                 if (blocked)
                         snprintf(s->convergence_blocker, sizeof s->convergence_blocker,
-                                 "the switchover's fixed cost alone (state %" PRIu64 " us, of which network "
-                                 "round trips %" PRIu64 " us, + final harvest %" PRIu64
-                                 " us) exceeds max_downtime_ms=%" PRIu64,
+                                 "fixed cost alone (state %" PRIu64 " us incl. round trips %" PRIu64
+                                 " us, final harvest %" PRIu64 " us) exceeds max_downtime_ms=%" PRIu64,
                                  o.state_cost_us, 2 * o.rehearsal_rtt_us, harvest, max_downtime / USEC_PER_MSEC);
                 else
                         s->convergence_blocker[0] = 0;
@@ -834,14 +833,18 @@ fail:
                                            ") at %s; the guest was resumed here after a pause of %" PRIu64 " ms",
                                            s->switchover_timeout_us / USEC_PER_MSEC, o.step ? o.step : "?",
                                            o.deadline_us ? (now_usec() - (o.deadline_us - s->switchover_timeout_us)) / USEC_PER_MSEC : 0);
+                        else if (r == -ETIMEDOUT && o.timeout_s_passed && !job_cancelled(j) &&
+                                 s->convergence_blocker[0])
+                                job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
+                                           "did not converge within timeout_s=%" PRIu64 " s: %s",
+                                           j->params.timeout_s, s->convergence_blocker);
                         else if (r == -ETIMEDOUT && o.timeout_s_passed && !job_cancelled(j))
                                 job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
                                            "did not converge within timeout_s=%" PRIu64
                                            " s (dirty rate %" PRIu64 " pages/s, transfer rate %" PRIu64
-                                           " bytes/s, %" PRIu64 " bytes still dirty%s%s)",
+                                           " bytes/s, %" PRIu64 " bytes still dirty)",
                                            j->params.timeout_s, s->dirty_rate,
-                                           o.bandwidth ? o.bandwidth : s->rate, s->memory_remaining,
-                                           s->convergence_blocker[0] ? "; " : "", s->convergence_blocker);
+                                           o.bandwidth ? o.bandwidth : s->rate, s->memory_remaining);
                         else if (r == -EOWNERDEAD && !job_cancelled(j)) {
                                 char what[300];
                                 vm_get_guest_event(j->vm, what, sizeof what);

@@ -538,6 +538,9 @@ typedef struct Proxy {
         bool cut_to_destination; /* the type travels source -> destination */
         uint32_t garble_type;     /* source -> destination: its payload is flipped */
         _Atomic bool garbled;
+        uint32_t stall_type;      /* source -> destination: stop reading at it, until released */
+        unsigned delay_to_source_ms; /* each message to the source waits this long */
+        _Atomic bool stalled, release;
         int listen_fd, src_fd, dst_fd;
         pthread_t thread;
         _Atomic bool cut;
@@ -561,6 +564,15 @@ static void *pump(void *p) {
                 if (mig_recv_all(u->from, raw, sizeof raw) < 0)
                         break;
                 mig_header_decode(raw, &h);
+                if (u->to == u->x->dst_fd && u->x->stall_type && h.type == u->x->stall_type) {
+                        /* A peer that stops reading, neither closing nor resetting. */
+                        atomic_store(&u->x->stalled, true);
+                        while (!atomic_load(&u->x->release))
+                                poll(NULL, 0, 20);
+                        break;
+                }
+                if (u->to == u->x->src_fd && u->x->delay_to_source_ms)
+                        poll(NULL, 0, (int)u->x->delay_to_source_ms);
                 if (u->cut_type && h.type == u->cut_type) {
                         atomic_store(&u->x->cut, true);
                         break;
@@ -625,6 +637,7 @@ static void proxy_start(Proxy *x, const char *name, uint32_t cut_type, bool to_d
 }
 
 static void proxy_stop(Proxy *x) {
+        atomic_store(&x->release, true);
         pthread_join(x->thread, NULL);
         close(x->listen_fd);
 }
@@ -849,6 +862,144 @@ static void test_swapped_out(void **state) {
         swap_off();
 }
 
+/* zerocopy=on where the kernel cannot do it (unix sockets) is refused at once. */
+static void test_zerocopy_refused(void **state) {
+        Side src = {};
+        MigrationParams p;
+        MigrationJob *j = NULL;
+        _cleanup_free_ char *uri = unix_uri("zc-refused");
+
+        migration_params_init(&p);
+        p.zerocopy = ZEROCOPY_ON;
+        start_source(&src, "zc-refused", 128, "work=verify mib=8 hb=100");
+        assert_int_equal(migration_out_start(src.vm, uri, &p, &callbacks, &src, &j), -EPROTONOSUPPORT);
+        assert_null(j);
+        assert_false(vm_job_is_active(src.vm));
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_RUNNING);
+        side_free(&src);
+}
+
+/* Runs a migration through 'x' (started by the caller) until both jobs end, and prints
+ * how long the source guest was paused as the guest saw it (its largest heartbeat gap). */
+static void migrate_via(Side *src, Side *dst, Proxy *x, const MigrationParams *p, unsigned timeout_ms) {
+        char src_uri[160];
+        snprintf(src_uri, sizeof src_uri, "unix:%s", x->path);
+        assert_int_equal(migration_out_start(src->vm, src_uri, p, &callbacks, src, &src->job), 0);
+        run_until_finished(src, NULL, timeout_ms);
+        proxy_stop(x);
+        run_until_finished(NULL, dst, 60000);
+        print_stats("source", src->job);
+        print_stats("destination", dst->job);
+}
+
+/* The destination stops reading during the state transfer (no FIN, no RST): the
+ * switchover's deadline ends the migration and the source guest runs on, paused for
+ * about the deadline, not until TCP or an operator gives up. */
+static void test_switchover_deadline(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        Heartbeat hb = {};
+        _cleanup_free_ char *dst_uri = unix_uri("stall-state");
+
+        migration_params_init(&p);
+        p.switchover_timeout_ms = 1000;
+        start_source(&src, "stall-state", 128, "work=verify mib=16 hb=100");
+        start_destination(&dst, "stall-state", dst_uri, 60);
+        proxy_start(&x, "stall-state", 0, true, 0);
+        x.stall_type = MIG_STATE;
+        uint64_t t = now_ms();
+        migrate_via(&src, &dst, &x, &p, 60000);
+        printf("# the source job ended %" PRIu64 " ms after it started\n", now_ms() - t);
+        assert_true(atomic_load(&x.stalled));
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        migration_job_get_stats(src.job, &st);
+        assert_non_null(strstr(st.error_message, "deadline"));
+        assert_int_equal(st.switchover_timeout_us, 1000 * 1000);
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_STOPPED);
+        assert_true(last_heartbeat(src.console, &hb));
+        printf("# longest pause the guest saw: %" PRIu64 " ms (deadline 1000 ms)\n", hb.maxgap_us / 1000);
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* The destination stops reading in precopy: Stalled turns true and Rate falls although the
+ * sending thread is blocked, and timeout_s still ends the migration. */
+static void test_precopy_stall(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        char src_uri[160];
+        _cleanup_free_ char *dst_uri = unix_uri("stall-pages");
+
+        migration_params_init(&p);
+        p.timeout_s = 9;
+        start_source(&src, "stall-pages", 256, "work=verify mib=128 hb=100");
+        start_destination(&dst, "stall-pages", dst_uri, 60);
+        proxy_start(&x, "stall-pages", 0, true, 0);
+        x.stall_type = MIG_PAGES;
+        snprintf(src_uri, sizeof src_uri, "unix:%s", x.path);
+        assert_int_equal(migration_out_start(src.vm, src_uri, &p, &callbacks, &src, &src.job), 0);
+        bool stalled_seen = false;
+        uint64_t rate_at_stall = 0, deadline = now_ms() + 30000;
+        while (!src.finished && now_ms() < deadline) {
+                struct pollfd pf = { .fd = migration_job_get_event_fd(src.job), .events = POLLIN };
+                (void)poll(&pf, 1, 100);
+                migration_job_get_stats(src.job, &st);
+                if (st.stalled && !stalled_seen) {
+                        stalled_seen = true;
+                        rate_at_stall = st.rate;
+                        printf("# Stalled after %" PRIu64 " ms: rate %" PRIu64 " B/s, %" PRIu64
+                               " bytes remaining, elapsed %" PRIu64 " ms\n",
+                               st.elapsed_us / 1000, st.rate, st.bytes_remaining, st.elapsed_us / 1000);
+                        assert_true(st.bytes_remaining > 0);
+                }
+                migration_job_dispatch(src.job);
+        }
+        proxy_stop(&x);
+        run_until_finished(&src, &dst, 60000);
+        assert_true(atomic_load(&x.stalled));
+        assert_true(stalled_seen);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        migration_job_get_stats(src.job, &st);
+        assert_non_null(strstr(st.error_message, "timeout_s=9"));
+        (void)rate_at_stall;
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* Round trips alone longer than max_downtime_ms: the job says it cannot converge, passes
+ * are paced (a handful, not hundreds of thousands), and timeout_s's error says why. */
+static void test_fixed_cost_blocks(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        _cleanup_free_ char *dst_uri = unix_uri("fixed-cost");
+
+        migration_params_init(&p);
+        p.max_downtime_ms = 50;
+        p.timeout_s = 5;
+        start_source(&src, "fixed-cost", 128, "work=verify mib=16 hb=100");
+        start_destination(&dst, "fixed-cost", dst_uri, 60);
+        proxy_start(&x, "fixed-cost", 0, true, 0);
+        x.delay_to_source_ms = 120; /* every reply: 120 ms more per round trip */
+        migrate_via(&src, &dst, &x, &p, 60000);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        migration_job_get_stats(src.job, &st);
+        printf("# %u passes in %" PRIu64 " ms; blocker: %s\n", st.iteration, st.elapsed_us / 1000,
+               st.convergence_blocker);
+        assert_non_null(strstr(st.convergence_blocker, "fixed cost"));
+        assert_non_null(strstr(st.error_message, "did not converge"));
+        assert_non_null(strstr(st.error_message, "fixed cost"));
+        assert_true(st.iteration >= 1);
+        assert_true(st.iteration <= 10);
+        side_free(&src);
+        side_free(&dst);
+}
+
 static int setup(void **state) {
         require_kvm();
         guest = test_guest_path();
@@ -879,6 +1030,10 @@ int main(void) {
                 cmocka_unit_test(test_commit_lost),
                 cmocka_unit_test(test_ack_lost),
                 cmocka_unit_test(test_swapped_out),
+                cmocka_unit_test(test_zerocopy_refused),
+                cmocka_unit_test(test_switchover_deadline),
+                cmocka_unit_test(test_precopy_stall),
+                cmocka_unit_test(test_fixed_cost_blocks),
         };
         signal(SIGPIPE, SIG_IGN);
         require_kvm();
