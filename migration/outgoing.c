@@ -822,6 +822,7 @@ fail:
                 const char *msg = job_cancelled(j) ? "cancelled by the source" : "source failed";
                 if (o.paused_by_us)
                         (void)vm_resume(j->vm);
+                uint64_t resumed_us = now_usec();
                 if (o.fds[0] >= 0 && !job_cancelled(j)) {
                         set_timeout_us(o.fds[0], ERROR_SEND_TIMEOUT_US);
                         (void)mig_send_msg(o.fds[0], MIG_ERROR, (uint64_t)-r, 0, msg, (uint32_t)strlen(msg));
@@ -832,7 +833,7 @@ fail:
                                            "the switchover missed its deadline (switchover_timeout_ms=%" PRIu64
                                            ") at %s; the guest was resumed here after a pause of %" PRIu64 " ms",
                                            s->switchover_timeout_us / USEC_PER_MSEC, o.step ? o.step : "?",
-                                           o.deadline_us ? (now_usec() - (o.deadline_us - s->switchover_timeout_us)) / USEC_PER_MSEC : 0);
+                                           o.deadline_us ? (resumed_us - (o.deadline_us - s->switchover_timeout_us)) / USEC_PER_MSEC : 0);
                         else if (r == -ETIMEDOUT && o.timeout_s_passed && !job_cancelled(j) &&
                                  s->convergence_blocker[0])
                                 job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
