@@ -243,7 +243,7 @@ class FaultTest(VmmdTestCase):
         type(self).pauses.append((name, pause_ms))
         return pause_ms
 
-    def switchover_fault(self, name, fault):
+    def switchover_fault(self, name, fault, want='deadline', dst_killed=False):
         """A guest whose final pass lasts about a second over the slowed link; 'fault' hits
         the link once the source has paused the guest."""
         slow_link('100mbit')
@@ -257,9 +257,13 @@ class FaultTest(VmmdTestCase):
         p = self.wait_final(self.src, job, 30)
         print(f'# {name}: source {p["State"]}: {p["ErrorMessage"]}', flush=True)
         self.assertEqual(str(p['State']), 'failed')
-        self.assertIn('deadline', str(p['ErrorMessage']))
+        self.assertIn(want, str(p['ErrorMessage']))
+        if dst_killed:
+            self.dst.restart()
         pause = self.expect_source_runs(name, vm)
         self.assertGreater(pause, 0)
+        if dst_killed:
+            return
         d = self.wait_final(self.dst, dst_job, 60)
         print(f'# {name}: destination {d["State"]}: {d["ErrorMessage"]}', flush=True)
         self.assertEqual(str(d['State']), 'failed')
@@ -279,6 +283,48 @@ class FaultTest(VmmdTestCase):
                                capture_output=True, timeout=30)
             self.assertEqual(r.returncode, 0, r.stderr)
         self.switchover_fault('drop-final', drop)
+
+    def test_destination_killed_in_final_pass(self):
+        def kill():
+            self.dst.daemon.proc.send_signal(signal.SIGKILL)
+            self.dst.daemon.proc.wait(30)
+        self.switchover_fault('kill-final', kill, want='connection', dst_killed=True)
+
+    def test_destination_gone_at_setup(self):
+        name = 'kill-setup'
+        vm = self.start_guest(name, 'work=verify mib=32')
+        dst_vm, dst_job, uri = self.receive(name)
+        self.dst.daemon.proc.send_signal(signal.SIGKILL)
+        self.dst.daemon.proc.wait(30)
+        job = self.migrate(vm, uri)
+        p = self.wait_final(self.src, job, 60)
+        print(f'# {name}: source {p["State"]}: {p["ErrorMessage"]}', flush=True)
+        self.assertEqual(str(p['State']), 'failed')
+        self.assertIn('setup', str(p['ErrorMessage']))
+        self.dst.restart()
+        self.expect_source_runs(name, vm)
+
+    def test_link_down_in_precopy(self):
+        """Found by TCP_USER_TIMEOUT (20 s of unacknowledged data), not minutes later."""
+        name = 'link-down-precopy'
+        slow_link('200mbit')
+        vm = self.start_guest(name, 'work=verify mib=128')
+        dst_vm, dst_job, uri = self.receive(name, timeout_s=60)
+        job = self.migrate(vm, uri)
+        wait_until(lambda: self.src.job_props(job)['BytesProcessed'] > 8 << 20, 60, '8 MiB sent')
+        self.assertEqual(str(self.src.job_props(job)['Phase']), 'precopy')
+        sh('ip', '-n', NS_DST, 'link', 'set', IF_DST, 'down')
+        t = time.monotonic()
+        wait_until(lambda: bool(self.src.job_props(job)['Stalled']), 30, 'Stalled')
+        print(f'# {name}: Stalled after {time.monotonic() - t:.1f} s', flush=True)
+        p = self.wait_final(self.src, job, 60)
+        print(f'# {name}: source {p["State"]} {time.monotonic() - t:.1f} s after the link went down: '
+              f'{p["ErrorMessage"]}', flush=True)
+        self.assertEqual(str(p['State']), 'failed')
+        self.expect_source_runs(name, vm)
+        d = self.wait_final(self.dst, dst_job, 90)
+        self.assertEqual(str(d['State']), 'failed')
+        self.assertNotEqual(self.dst.vm_state(dst_vm), 'running')
 
     def test_destination_killed_in_precopy(self):
         name = 'kill-precopy'
