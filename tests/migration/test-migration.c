@@ -1000,6 +1000,41 @@ static void test_fixed_cost_blocks(void **state) {
         side_free(&dst);
 }
 
+/* 50 ms added to every message toward the source (the round trips of the setup, the
+ * rehearsal and the switchover): the migration completes, and the downtime it reports is
+ * printed next to the gap the guest saw. */
+static void test_delayed_replies(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        Heartbeat last_src = {}, hb = {};
+        _cleanup_free_ char *dst_uri = unix_uri("delayed");
+
+        migration_params_init(&p);
+        start_source(&src, "delayed", 256, "work=verify mib=64 hb=100");
+        start_destination(&dst, "delayed", dst_uri, 60);
+        proxy_start(&x, "delayed", 0, true, 0);
+        x.delay_to_source_ms = 50;
+        migrate_via(&src, &dst, &x, &p, 120000);
+        migration_job_get_stats(src.job, &st);
+        assert_string_equal(st.error_message, "");
+        assert_int_equal(st.state, JOB_STATE_COMPLETED);
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_MIGRATED);
+        assert_true(st.state_cost_us >= 100 * 1000); /* two delayed round trips */
+        uint64_t downtime_us = st.downtime_us;
+        migration_job_get_stats(dst.job, &st);
+        assert_int_equal(st.state, JOB_STATE_COMPLETED);
+        assert_true(last_heartbeat(src.console, &last_src));
+        assert_true(wait_for_heartbeat(dst.console, last_src.seq + 3, 60000, &hb));
+        assert_int_equal(hb.corrupt, 0);
+        printf("# delayed replies: downtime %" PRIu64 " us reported; the guest's largest gap since boot %" PRIu64
+               " us (before the migration %" PRIu64 " us)\n",
+               downtime_us, hb.maxgap_us, last_src.maxgap_us);
+        side_free(&src);
+        side_free(&dst);
+}
+
 static int setup(void **state) {
         require_kvm();
         guest = test_guest_path();
@@ -1034,6 +1069,7 @@ int main(void) {
                 cmocka_unit_test(test_switchover_deadline),
                 cmocka_unit_test(test_precopy_stall),
                 cmocka_unit_test(test_fixed_cost_blocks),
+                cmocka_unit_test(test_delayed_replies),
         };
         signal(SIGPIPE, SIG_IGN);
         require_kvm();
