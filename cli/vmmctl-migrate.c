@@ -35,6 +35,8 @@ static struct {
         uint32_t connections;
         bool no_auto_converge;
         const char *zerocopy;
+        bool has_switchover_timeout;
+        uint64_t switchover_timeout_ms;
         bool dispatch;
         const char *config;
         ProgressMode progress;
@@ -79,6 +81,11 @@ int ctl_migrate_parse_option(int option, const char *optarg_) {
                 return 1;
         case ARG_ZEROCOPY:
                 arg.zerocopy = optarg_;
+                return 1;
+        case ARG_SWITCHOVER_TIMEOUT:
+                if (parse_u64(optarg_, UINT64_MAX, &arg.switchover_timeout_ms) < 0)
+                        return ctl_log_error(-EINVAL, "Invalid --switchover-timeout=%s (milliseconds)", optarg_);
+                arg.has_switchover_timeout = true;
                 return 1;
         case ARG_DISPATCH:
                 arg.dispatch = true;
@@ -489,6 +496,8 @@ static int append_migrate_options(Ctl *c, sd_bus_message *m) {
                                           c->timeout_usec / USEC_PER_SEC);
         if (r >= 0 && arg.zerocopy)
                 r = sd_bus_message_append(m, "{sv}", "zerocopy", "s", arg.zerocopy);
+        if (r >= 0 && arg.has_switchover_timeout)
+                r = sd_bus_message_append(m, "{sv}", "switchover_timeout_ms", "t", arg.switchover_timeout_ms);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         return r;

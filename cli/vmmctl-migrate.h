@@ -21,6 +21,7 @@ enum {
         ARG_CONFIG,
         ARG_PROGRESS,
         ARG_LIBVIRT,
+        ARG_SWITCHOVER_TIMEOUT,
         ARG_MIGRATE_LAST,
 };
 
@@ -33,7 +34,8 @@ enum {
         { "dispatch", no_argument, NULL, ARG_DISPATCH },                                           \
         { "config", required_argument, NULL, ARG_CONFIG },                                         \
         { "progress", required_argument, NULL, ARG_PROGRESS },                                     \
-        { "libvirt", no_argument, NULL, ARG_LIBVIRT }
+        { "libvirt", no_argument, NULL, ARG_LIBVIRT },                                             \
+        { "switchover-timeout", required_argument, NULL, ARG_SWITCHOVER_TIMEOUT }
 
 #define CTL_MIGRATE_HELP_COMMANDS                                                                  \
         "  migrate NAME URI          Live-migrate a VM to a receiving vmmd (tcp:HOST:PORT,\n"     \
@@ -49,6 +51,8 @@ enum {
         "     --connections=N        migrate: sockets to send over, 1-16 (default 1)\n"           \
         "     --no-auto-converge     migrate: never throttle the vCPUs\n"                         \
         "     --zerocopy=MODE        migrate: auto, on or off (default auto)\n"                   \
+        "     --switchover-timeout=MS migrate: deadline of the switchover, from the pause\n"     \
+        "                            (default 2 x max-downtime + 5000)\n"                         \
         "     --config=JSON          receive: JSON object merged over the source's config\n"      \
         "     --dispatch             migrate, receive: print the job and return at once\n"        \
         "     --progress=MODE        migrate, receive: bar, lines, none or auto (default:\n"      \

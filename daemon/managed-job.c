@@ -207,6 +207,16 @@ int manager_migrate(Manager *m, ManagedVm *v, const char *uri, const MigrationPa
 
         drop_previous_job(m, v);
         r = migration_out_start(v->vm, uri, &params, &job_callbacks, NULL, &mj);
+        if (r == -EPROTONOSUPPORT)
+                return manager_set_error(ret_error, -ERANGE,
+                                 "Cannot migrate VM '%s': zerocopy=on needs a tcp: destination (the kernel has "
+                                 "no zero-copy send on unix sockets); use zerocopy=auto or off",
+                                 name);
+        if (r == -EOPNOTSUPP)
+                return manager_set_error(ret_error, -EOPNOTSUPP,
+                                 "Cannot migrate VM '%s': zerocopy=on, but this kernel has no zero-copy send "
+                                 "on io_uring (IORING_OP_SEND_ZC)",
+                                 name);
         if (r == -EINVAL)
                 return manager_set_error(ret_error, -ERANGE,
                                  "Cannot migrate VM '%s': \"%s\" is not a valid destination "

@@ -273,6 +273,8 @@ STATS_PROPERTY(property_get_max_bandwidth, "t", st.max_bandwidth)
 STATS_PROPERTY(property_get_stalled, "b", st.stalled)
 STATS_PROPERTY(property_get_cancelable, "b", st.cancelable)
 STATS_PROPERTY(property_get_error_message, "s", st.error_message)
+STATS_PROPERTY(property_get_convergence_blocker, "s", st.convergence_blocker)
+STATS_PROPERTY(property_get_switchover_timeout, "t", st.switchover_timeout_us)
 
 static int property_get_error_name(sd_bus *bus, const char *path, const char *interface, const char *property,
                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
@@ -501,6 +503,8 @@ const sd_bus_vtable bus_job_vtable[] = {
         SD_BUS_PROPERTY("MaxDowntimeUSec", "t", property_get_max_downtime, 0, CHANGING),
         SD_BUS_PROPERTY("MaxBandwidth", "t", property_get_max_bandwidth, 0, CHANGING),
         SD_BUS_PROPERTY("Stalled", "b", property_get_stalled, 0, CHANGING),
+        SD_BUS_PROPERTY("ConvergenceBlocker", "s", property_get_convergence_blocker, 0, CHANGING),
+        SD_BUS_PROPERTY("SwitchoverTimeoutUSec", "t", property_get_switchover_timeout, 0, CHANGING),
         SD_BUS_PROPERTY("Cancelable", "b", property_get_cancelable, 0, CHANGING),
         SD_BUS_PROPERTY("StartedByUID", "u", property_get_uid, 0, CONST),
         SD_BUS_PROPERTY("ErrorName", "s", property_get_error_name, 0, CHANGING),

@@ -243,13 +243,13 @@ static int read_migrate_options(sd_bus_message *m, MigrationParams *p, bool *dow
                     : strcmp(key, "auto_converge") == 0  ? 'b'
                     : strcmp(key, "zerocopy") == 0       ? 's'
                     : strcmp(key, "max_downtime_ms") == 0 || strcmp(key, "max_bandwidth_mibps") == 0 ||
-                                      strcmp(key, "timeout_s") == 0
+                                      strcmp(key, "timeout_s") == 0 || strcmp(key, "switchover_timeout_ms") == 0
                             ? 't'
                             : 0;
                 if (!t)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "Unknown option '%s' (known: max_downtime_ms, max_bandwidth_mibps, "
-                                                 "connections, auto_converge, timeout_s, zerocopy)",
+                                                 "connections, auto_converge, timeout_s, zerocopy, switchover_timeout_ms)",
                                                  key);
                 if (strlen(type) != 1 || type[0] != t)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -275,6 +275,13 @@ static int read_migrate_options(sd_bus_message *m, MigrationParams *p, bool *dow
                                                                  "max_bandwidth_mibps is too large");
                                 p->max_bandwidth_mibps = v;
                                 *bandwidth_given = true;
+                        } else if (strcmp(key, "switchover_timeout_ms") == 0) {
+                                if (v > MIGRATION_SWITCHOVER_TIMEOUT_MAX_MS)
+                                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                                 "switchover_timeout_ms must be at most %d (0: derived "
+                                                                 "from max_downtime_ms)",
+                                                                 MIGRATION_SWITCHOVER_TIMEOUT_MAX_MS);
+                                p->switchover_timeout_ms = v;
                         } else
                                 p->timeout_s = v;
                 } else if (t == 'u') {

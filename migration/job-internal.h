@@ -35,6 +35,10 @@ struct MigrationJob {
         _Atomic int committed; /* past the point of no return: cancel refused */
         _Atomic uint64_t max_downtime_us;
         _Atomic uint64_t max_bandwidth; /* bytes/s */
+        /* CLOCK_MONOTONIC µs of the last byte that went out (source) or came in; 0 while
+         * unknown. Readers derive Stalled and a decaying Rate from it, so both stay right
+         * while the job thread is blocked and publishes nothing. */
+        _Atomic uint64_t progress_us;
 
         /* Published statistics: a sequence lock, written by the job thread only. */
         _Atomic uint32_t seq;

@@ -120,6 +120,9 @@ void job_publish(MigrationJob *j) {
         atomic_fetch_add_explicit(&j->seq, 1, memory_order_release); /* even: stable */
 }
 
+#define STALL_US (5 * USEC_PER_SEC)
+#define RATE_WINDOW_US (USEC_PER_SEC / 2)
+
 void migration_job_get_stats(MigrationJob *j, MigrationStats *ret) {
         const uint64_t *src = (const uint64_t *)(const void *)&j->published;
         uint64_t *dst = (uint64_t *)(void *)ret;
@@ -134,7 +137,23 @@ void migration_job_get_stats(MigrationJob *j, MigrationStats *ret) {
                         dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
                 atomic_thread_fence(memory_order_acquire);
                 if (atomic_load_explicit(&j->seq, memory_order_relaxed) == s1)
-                        return;
+                        break;
+        }
+        /* What time alone changes, computed here on the reader's thread: a job thread
+         * blocked on a peer that does not read publishes nothing meanwhile. */
+        uint64_t progress = atomic_load(&j->progress_us), now = time_monotonic_usec();
+        if (job_state_is_final(ret->state) || progress == 0 || now <= progress)
+                return;
+        ret->elapsed_us = MAX(ret->elapsed_us, time_realtime_usec() - ret->start_time_us);
+        uint64_t idle = now - progress;
+        if (idle >= STALL_US && (ret->state == JOB_STATE_ACTIVE || ret->state == JOB_STATE_COMPLETING))
+                ret->stalled = true;
+        if (idle >= 2 * RATE_WINDOW_US) {
+                /* Each 0.5 s window without a byte halves the smoothed rate (the job thread's
+                 * own update, averaging with a zero window, does the same). */
+                uint64_t windows = idle / RATE_WINDOW_US - 1;
+                ret->rate = windows >= 63 ? 0 : ret->rate >> windows;
+                ret->expected_end_us = 0;
         }
 }
 

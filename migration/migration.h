@@ -27,7 +27,13 @@ typedef struct MigrationParams {
         bool auto_converge;           /* default true */
         uint64_t timeout_s;           /* 0 = none */
         ZeroCopyMode zerocopy;        /* default auto */
+        uint64_t switchover_timeout_ms; /* 0 = derived from max_downtime_ms (see below) */
 } MigrationParams;
+
+/* The switchover's deadline when switchover_timeout_ms is 0: 2 × max_downtime_ms + 5 s,
+ * from max_downtime_ms as it is when the switchover starts (docs/migration.md). */
+#define MIGRATION_SWITCHOVER_TIMEOUT_BASE_MS 5000
+#define MIGRATION_SWITCHOVER_TIMEOUT_MAX_MS (3600 * 1000)
 
 #define MIGRATION_MAX_CONNECTIONS 16
 #define MIGRATION_DEFAULT_MAX_DOWNTIME_MS 300
@@ -119,6 +125,10 @@ typedef struct MigrationStats {
         unsigned connections;
         uint64_t prefault_bytes;   /* destination: RAM faulted in ahead of the stream */
         uint64_t prefault_us;      /* destination: how long that took */
+        uint64_t switchover_timeout_us; /* source: the switchover's deadline, from the pause */
+        /* Source: why the migration cannot converge as things are, "" when nothing known
+         * stops it (e.g. the switchover's fixed cost alone exceeds max_downtime_ms). */
+        char convergence_blocker[MIGRATION_ERROR_MESSAGE_MAX];
         char error_name[MIGRATION_ERROR_NAME_MAX];     /* e.g. "MigrationFailed", "" if none */
         char error_message[MIGRATION_ERROR_MESSAGE_MAX];
 } MigrationStats;

@@ -2,6 +2,8 @@
 /* The source side: setup, precopy passes driven by a dirty-log harvester, switchover with
  * commit and acknowledgement (docs/migration.md). */
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include "job-internal.h"
 #include "socket-util.h"
 #include "log.h"
+#include "residency.h"
 #include "transport.h"
 
 #define PAGE_SIZE 4096
@@ -25,8 +28,10 @@
 #define BANDWIDTH_SAMPLE_MIN (UINT64_C(1) << 20) /* a pass this large measures the link */
 #define STATE_SIZE_ESTIMATE (32 * 1024) /* bytes of vCPU/device state, about */
 #define REPLY_TIMEOUT_S 60
-#define ACK_TIMEOUT_S 30
 #define STALL_US (5 * USEC_PER_SEC)
+#define PASS_MIN_US (HARVEST_INTERVAL_NS / 1000) /* a pass never comes sooner than new dirty pages */
+#define PASS_MIN_BLOCKED_US USEC_PER_SEC /* ... and once a second while the fixed cost blocks */
+#define ERROR_SEND_TIMEOUT_US (200 * 1000) /* the best-effort ERROR to a failing destination */
 
 typedef struct Outgoing {
         MigrationJob *j;
@@ -53,6 +58,10 @@ typedef struct Outgoing {
         uint64_t state_cost_us; /* the switchover's fixed steps, measured by the rehearsal */
         uint64_t last_publish_us, last_progress_us, last_progress_bytes;
         uint64_t bytes_window_start_us, bytes_window_start;
+        uint64_t rehearsal_rtt_us; /* the network's share of the rehearsal's round trip */
+        uint64_t deadline_us;      /* the switchover's, 0 before it */
+        const char *step;          /* what the switchover waits for, for the error */
+        bool timeout_s_passed;
         bool paused_by_us;
 } Outgoing;
 
@@ -191,6 +200,7 @@ static void update_stats(Outgoing *o, bool force) {
                 o->last_progress_bytes = sent;
                 o->last_progress_us = now;
         }
+        atomic_store(&j->progress_us, o->last_progress_us);
         s->stalled = s->state == JOB_STATE_ACTIVE && now - o->last_progress_us > STALL_US;
         job_publish(j);
         job_post(j, JOB_EVENT_PROGRESS);
@@ -243,9 +253,24 @@ static int check_limits(Outgoing *o) {
         if (vm_has_guest_event(j->vm))
                 return -EOWNERDEAD; /* the guest crashed, powered off or reset */
         if (j->params.timeout_s && j->stats.phase == JOB_PHASE_PRECOPY &&
-            time_realtime_usec() - j->stats.start_time_us > j->params.timeout_s * USEC_PER_SEC)
+            time_realtime_usec() - j->stats.start_time_us > j->params.timeout_s * USEC_PER_SEC) {
+                o->timeout_s_passed = true;
                 return -ETIMEDOUT;
+        }
         return 0;
+}
+
+/* Called by the sender at least every SENDER_IDLE_US while it waits for the kernel to
+ * take data (a peer that reads slowly or not at all): statistics stay current, and cancel,
+ * timeout_s and a guest event end the precopy even then. */
+static void update_stats(Outgoing *o, bool force);
+static int sender_idle(void *userdata) {
+        Outgoing *o = userdata;
+
+        update_stats(o, false);
+        if (o->j->stats.phase == JOB_PHASE_PRECOPY)
+                return check_limits(o);
+        return job_cancelled(o->j) && !atomic_load(&o->j->committed) ? -ECANCELED : 0;
 }
 
 /* Sends the pages of 'run' (all within one connection chunk), zero pages as markers. */
@@ -367,6 +392,34 @@ static int wait_reply(MigrationJob *j, int fd, uint32_t want, MigHeader *ret, co
         return 0;
 }
 
+static void set_timeout_us(int fd, uint64_t usec) {
+        struct timeval tv = { .tv_sec = (time_t)(usec / USEC_PER_SEC), .tv_usec = (suseconds_t)(usec % USEC_PER_SEC) };
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* Before each blocking step of the switchover: the sockets' timeouts (and TCP's: unacked
+ * data fails the connection) are what is left of its deadline. -ETIME once it passed. */
+static int arm_deadline(Outgoing *o, const char *step) {
+        uint64_t now = time_monotonic_usec();
+
+        o->step = step;
+        if (now >= o->deadline_us)
+                return -ETIME;
+        uint64_t left = o->deadline_us - now;
+        unsigned ms = (unsigned)MAX(DIV_ROUND_UP(left, USEC_PER_MSEC), UINT64_C(1));
+        for (unsigned i = 0; i < o->n_conns; i++)
+                (void)setsockopt(o->fds[i], IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms); /* fails on unix: fine */
+        set_timeout_us(o->fds[0], left);
+        return 0;
+}
+
+/* A blocking send or receive of the switchover that timed out (SO_SNDTIMEO/SO_RCVTIMEO
+ * or TCP_USER_TIMEOUT, all set by arm_deadline() to the deadline) missed the deadline. */
+static int deadline_error(int r) {
+        return r == -EAGAIN || r == -EWOULDBLOCK || r == -ETIMEDOUT ? -ETIME : r;
+}
+
 /* The state rehearsal: saves the vCPU/device state while the guest runs (its vCPUs parked
  * for the save alone) and has the destination load it as a trial. A state the destination
  * cannot take fails the migration here, before any downtime, and the timings measure
@@ -395,6 +448,7 @@ static int rehearse_state(Outgoing *o) {
         /* The destination's extra work (restoring its own state after the trial) is not
          * part of the real switchover: only its apply time is. */
         uint64_t network = round_trip > h.b ? round_trip - h.b : 0;
+        o->rehearsal_rtt_us = network;
         o->state_cost_us = pause_us + vcpu_us + device_us + (network + h.a) + network;
         j->stats.state_cost_us = o->state_cost_us;
         log_info("migration: state rehearsal: %zu bytes, vCPUs parked in %" PRIu64 " us, saved in %" PRIu64
@@ -404,7 +458,7 @@ static int rehearse_state(Outgoing *o) {
         return 0;
 }
 
-/* Tells the destination which 2 MiB chunks the first pass sends (those with a resident
+/* Tells the destination which 2 MiB chunks the first pass sends (those with a touched
  * page), before any page, so it can fault them in ahead of the stream. */
 static int send_ram_map(Outgoing *o, const unsigned char *resident) {
         uint64_t chunk_pages = (UINT64_C(1) << MIG_MAP_CHUNK_SHIFT) / PAGE_SIZE;
@@ -481,15 +535,18 @@ static int setup(Outgoing *o) {
                 return -ENOMEM;
 
         /* Dirty logging first, then the residency snapshot: a page touched in between is
-         * both resident and dirty, never neither. */
+         * both touched and dirty, never neither. */
         r = vm_dirty_log_start(j->vm);
         if (r < 0)
                 return r;
         _cleanup_free_ unsigned char *vec = malloc(o->n_pages);
         if (!vec)
                 return -ENOMEM;
-        if (mincore(o->ram, o->ram_size, vec) < 0)
-                return negative_errno();
+        /* Present or swapped out (pagemap), not mincore(): a page swapped out and gone
+         * from the swap cache holds data too. */
+        int64_t touched = ram_residency(o->ram, o->ram_size, vec);
+        if (touched < 0)
+                return (int)touched;
         for (uint64_t p = 0; p < o->n_pages; p++)
                 if (vec[p] & 1) {
                         o->pending[p / BITS_PER_WORD] |= 1UL << (p % BITS_PER_WORD);
@@ -501,11 +558,14 @@ static int setup(Outgoing *o) {
 
         /* After the residency snapshot: a zero-copy slot is pinned (faulted in) when registered. */
         bool zc = j->params.zerocopy == ZEROCOPY_ON ||
-                  (j->params.zerocopy == ZEROCOPY_AUTO && !migration_uri_is_local(&j->uri));
+                  (j->params.zerocopy == ZEROCOPY_AUTO && !migration_uri_is_local(&j->uri) &&
+                   sender_zerocopy_supported());
         r = sender_init(&o->sender, o->fds, o->n_conns, o->ram, o->ram_size, zc);
         o->sender_ready = true; /* sender_done() copes with a half-initialized sender */
         if (r < 0)
                 return r;
+        o->sender.idle = sender_idle;
+        o->sender.idle_userdata = o;
         j->stats.zerocopy = zc;
 
         o->harvest_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -531,9 +591,18 @@ static int switchover(Outgoing *o) {
 
         s->state = JOB_STATE_COMPLETING;
         s->phase = JOB_PHASE_DOWNTIME;
+        uint64_t timeout_ms = j->params.switchover_timeout_ms
+                                      ? j->params.switchover_timeout_ms
+                                      : 2 * atomic_load(&j->max_downtime_us) / USEC_PER_MSEC +
+                                                MIGRATION_SWITCHOVER_TIMEOUT_BASE_MS;
+        s->switchover_timeout_us = timeout_ms * USEC_PER_MSEC;
         update_stats(o, true);
 
+        /* Every wait from the pause on is bounded by one deadline (docs/migration.md). */
         t0 = time_monotonic_usec();
+        o->deadline_us = t0 + s->switchover_timeout_us;
+        o->sender.deadline_us = o->deadline_us;
+        o->step = "pausing the guest";
         if (vm_get_state(j->vm) == VM_STATE_RUNNING) {
                 r = vm_pause(j->vm);
                 if (r < 0)
@@ -546,6 +615,9 @@ static int switchover(Outgoing *o) {
                 return r;
         t1 = time_monotonic_usec();
 
+        r = arm_deadline(o, "sending the last dirty pages");
+        if (r < 0)
+                return r;
         r = send_pending(o, false);
         if (r < 0)
                 return r;
@@ -566,17 +638,31 @@ static int switchover(Outgoing *o) {
         r = sender_flush(&o->sender);
         if (r < 0)
                 return r;
-        r = mig_send_msg(o->fds[0], MIG_STATE, 0, 0, state, (uint32_t)state_size);
+        r = arm_deadline(o, "sending the vCPU/device state");
         if (r < 0)
                 return r;
-        r = mig_send_msg(o->fds[0], MIG_COMPLETE, 0, 0, NULL, 0);
+        r = mig_send_msg(o->fds[0], MIG_STATE, 0, 0, state, (uint32_t)state_size);
+        if (r >= 0)
+                r = mig_send_msg(o->fds[0], MIG_COMPLETE, 0, 0, NULL, 0);
+        if (r < 0)
+                return deadline_error(r);
+        r = arm_deadline(o, "the destination's READY (it restores the state)");
         if (r < 0)
                 return r;
         r = wait_reply(j, o->fds[0], MIG_READY, &h, "the state");
         if (r < 0)
-                return r;
+                return deadline_error(r);
         t4 = time_monotonic_usec();
         uint64_t dst_restore_us = h.a + h.b;
+
+        /* The commit must leave time for its acknowledgement within the deadline, or a
+         * slow but healthy link ends in migration-unknown: with too little left, fail now,
+         * while the source can still resume. */
+        uint64_t reserve = MAX(2 * o->rehearsal_rtt_us, s->switchover_timeout_us / 10);
+        if (t4 + reserve > o->deadline_us) {
+                o->step = "leaving time for the commit's acknowledgement";
+                return -ETIME;
+        }
 
         /* The point of no return: from here the source never resumes its copy. */
         pthread_mutex_lock(&j->fd_lock);
@@ -587,13 +673,13 @@ static int switchover(Outgoing *o) {
         atomic_store(&j->committed, 1);
         pthread_mutex_unlock(&j->fd_lock);
         s->cancelable = false;
-        r = mig_send_msg(o->fds[0], MIG_COMMIT, 0, 0, NULL, 0);
-        if (r >= 0) {
-                socket_set_io_timeout(o->fds[0], ACK_TIMEOUT_S);
+        r = arm_deadline(o, "the acknowledgement of the commit");
+        if (r >= 0)
+                r = mig_send_msg(o->fds[0], MIG_COMMIT, 0, 0, NULL, 0);
+        if (r >= 0)
                 r = wait_reply(j, o->fds[0], MIG_ACK, &h, "the commit");
-        }
         if (r < 0)
-                return r; /* the caller sees 'committed' and leaves the guest paused */
+                return deadline_error(r); /* the caller sees 'committed' and leaves the guest paused */
         t5 = time_monotonic_usec();
 
         uint64_t *b = s->downtime_breakdown_us;
@@ -688,12 +774,26 @@ void *outgoing_thread(void *p) {
                 };
                 job_add_iteration(j, &it);
 
-                if (s->expected_downtime_us <= atomic_load(&j->max_downtime_us))
+                uint64_t max_downtime = atomic_load(&j->max_downtime_us);
+                if (s->expected_downtime_us <= max_downtime) {
+                        s->convergence_blocker[0] = 0;
                         break;
+                }
+
+                /* The fixed part alone over the limit: no pass and no throttle can help. */
+                uint64_t harvest = atomic_load(&o.harvest_us);
+                bool blocked = harvest + o.state_cost_us > max_downtime;
+                if (blocked)
+                        snprintf(s->convergence_blocker, sizeof s->convergence_blocker,
+                                 "fixed cost alone (state %" PRIu64 " us incl. round trips %" PRIu64
+                                 " us, final harvest %" PRIu64 " us) exceeds max_downtime_ms=%" PRIu64,
+                                 o.state_cost_us, 2 * o.rehearsal_rtt_us, harvest, max_downtime / USEC_PER_MSEC);
+                else
+                        s->convergence_blocker[0] = 0;
 
                 /* Auto-converge: after the first pass, while the guest dirties faster than
                  * half of what we send, slow its vCPUs in growing steps. */
-                if (j->params.auto_converge && iter >= 1 &&
+                if (j->params.auto_converge && iter >= 1 && !blocked &&
                     it.dirty_rate * PAGE_SIZE > bw / 2 && throttle < 99) {
                         throttle = throttle == 0 ? 20 : MIN(throttle + 10, 99u);
                         r = vm_set_throttle(j->vm, throttle);
@@ -703,6 +803,22 @@ void *outgoing_thread(void *p) {
                 r = check_limits(&o);
                 if (r < 0)
                         goto fail;
+
+                /* Paced: a pass comes no sooner than the harvester can have found new dirty
+                 * pages, and only once a second while the fixed cost blocks convergence (a
+                 * new max_downtime_ms is seen within that second). */
+                uint64_t due = t_pass + (blocked ? PASS_MIN_BLOCKED_US : PASS_MIN_US);
+                for (uint64_t now = time_monotonic_usec(); now < due; now = time_monotonic_usec()) {
+                        uint64_t nap = MIN(due - now, UINT64_C(100000));
+                        struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)(nap * 1000) };
+                        (void)clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+                        r = check_limits(&o);
+                        if (r < 0)
+                                goto fail;
+                        update_stats(&o, false);
+                        if (atomic_load(&j->max_downtime_us) != max_downtime)
+                                break;
+                }
         }
 
         r = switchover(&o);
@@ -729,16 +845,31 @@ fail:
                         job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
                                    "no acknowledgement after the commit (%s): the guest may run on the "
                                    "destination; it stays paused here in state migration-unknown",
-                                   strerror(-r));
+                                   r == -ETIME ? "switchover deadline passed" : strerror(-r));
         } else {
-                /* Tell the destination to drop its copy, best effort, then resume ours. */
+                /* Resume ours first (the destination never resumes before COMMIT), then tell
+                 * the destination to drop its copy, best effort and briefly. */
                 const char *msg = job_cancelled(j) ? "cancelled by the source" : "source failed";
-                if (o.fds[0] >= 0 && !job_cancelled(j))
-                        (void)mig_send_msg(o.fds[0], MIG_ERROR, (uint64_t)-r, 0, msg, (uint32_t)strlen(msg));
                 if (o.paused_by_us)
                         (void)vm_resume(j->vm);
+                uint64_t resumed_us = time_monotonic_usec();
+                if (o.fds[0] >= 0 && !job_cancelled(j)) {
+                        set_timeout_us(o.fds[0], ERROR_SEND_TIMEOUT_US);
+                        (void)mig_send_msg(o.fds[0], MIG_ERROR, (uint64_t)-r, 0, msg, (uint32_t)strlen(msg));
+                }
                 if (s->state != JOB_STATE_FAILED && s->state != JOB_STATE_CANCELLED) {
-                        if (r == -ETIMEDOUT && !job_cancelled(j))
+                        if (r == -ETIME && !job_cancelled(j))
+                                job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
+                                           "the switchover missed its deadline (switchover_timeout_ms=%" PRIu64
+                                           ") at %s; the guest was resumed here after a pause of %" PRIu64 " ms",
+                                           s->switchover_timeout_us / USEC_PER_MSEC, o.step ? o.step : "?",
+                                           o.deadline_us ? (resumed_us - (o.deadline_us - s->switchover_timeout_us)) / USEC_PER_MSEC : 0);
+                        else if (r == -ETIMEDOUT && o.timeout_s_passed && !job_cancelled(j) &&
+                                 s->convergence_blocker[0])
+                                job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
+                                           "did not converge within timeout_s=%" PRIu64 " s: %s",
+                                           j->params.timeout_s, s->convergence_blocker);
+                        else if (r == -ETIMEDOUT && o.timeout_s_passed && !job_cancelled(j))
                                 job_finish(j, JOB_STATE_FAILED, "MigrationFailed",
                                            "did not converge within timeout_s=%" PRIu64
                                            " s (dirty rate %" PRIu64 " pages/s, transfer rate %" PRIu64
@@ -757,7 +888,12 @@ fail:
         }
 out:
         stop_harvester(&o);
-        job_close_fds(j); /* shuts the sockets: in-flight sends end at once */
+        /* Shut the sockets down (close alone leaves io_uring's references open): in-flight
+         * sends to a peer that does not read end at once. */
+        for (unsigned i = 0; i < o.n_conns; i++)
+                if (o.fds[i] >= 0)
+                        (void)shutdown(o.fds[i], SHUT_RDWR);
+        job_close_fds(j);
         if (o.sender_ready)
                 sender_done(&o.sender);
         if (!job_state_is_final(j->stats.state)) {
@@ -783,13 +919,21 @@ int migration_out_start(Vm *vm, const char *uri, const MigrationParams *p, const
                 return -ESTALE;
         if (p->connections < 1 || p->connections > MIGRATION_MAX_CONNECTIONS || p->max_downtime_ms == 0 ||
             p->max_downtime_ms > 3600 * 1000 || p->max_bandwidth_mibps > UINT64_MAX / MiB ||
-            p->zerocopy < 0 || p->zerocopy >= _ZEROCOPY_MAX)
+            p->zerocopy < 0 || p->zerocopy >= _ZEROCOPY_MAX ||
+            p->switchover_timeout_ms > MIGRATION_SWITCHOVER_TIMEOUT_MAX_MS)
                 return -EINVAL;
 
         r = migration_job_new(JOB_OPERATION_MIGRATION_OUT, vm, cb, userdata, &j);
         if (r < 0)
                 return r;
         r = migration_uri_parse(uri, &j->uri);
+        if (r < 0)
+                goto fail;
+        /* Zero-copy asked for where it cannot be: the kernel has no zero-copy send on unix
+         * sockets, and none at all without IORING_OP_SEND_ZC. */
+        r = p->zerocopy != ZEROCOPY_ON ? 0 : j->uri.is_unix ? -EPROTONOSUPPORT
+                                         : !sender_zerocopy_supported() ? -EOPNOTSUPP
+                                                                        : 0;
         if (r < 0)
                 goto fail;
         j->params = *p;

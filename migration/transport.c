@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "transport.h"
 
@@ -95,6 +97,39 @@ static void handle_cqe(Sender *s, struct io_uring_cqe *cqe) {
         }
 }
 
+static uint64_t mono_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
+}
+
+/* Blocks for a completion, in slices of at most SENDER_IDLE_US, until 'deadline_us'. */
+static int wait_one(Sender *s) {
+        for (;;) {
+                struct io_uring_cqe *cqe;
+                uint64_t slice = SENDER_IDLE_US, now = mono_usec();
+                int r;
+
+                if (s->deadline_us) {
+                        if (now >= s->deadline_us)
+                                return -ETIME;
+                        slice = MIN(slice, s->deadline_us - now);
+                }
+                struct __kernel_timespec ts = { .tv_sec = (long long)(slice / USEC_PER_SEC),
+                                                .tv_nsec = (long long)(slice % USEC_PER_SEC * 1000) };
+                r = io_uring_wait_cqe_timeout(&s->ring, &cqe, &ts);
+                if (r == 0)
+                        return 0;
+                if (r != -ETIME && r != -EINTR)
+                        return r;
+                if (s->idle) {
+                        r = s->idle(s->idle_userdata);
+                        if (r < 0)
+                                return r;
+                }
+        }
+}
+
 /* Reaps completions; with 'wait', blocks for at least one. */
 static int reap(Sender *s, bool wait) {
         struct io_uring_cqe *cqe;
@@ -102,8 +137,8 @@ static int reap(Sender *s, bool wait) {
         int r;
 
         if (wait) {
-                r = io_uring_wait_cqe(&s->ring, &cqe);
-                if (r < 0 && r != -EINTR)
+                r = wait_one(s);
+                if (r < 0)
                         return r;
         }
         io_uring_for_each_cqe(&s->ring, head, cqe) {
@@ -119,10 +154,13 @@ static struct io_uring_sqe *get_sqe(Sender *s) {
 
         while (!(sqe = io_uring_get_sqe(&s->ring))) {
                 int r = io_uring_submit(&s->ring);
-                if (r < 0)
+                if (r >= 0)
+                        r = reap(s, true);
+                if (r < 0) {
+                        if (!s->error)
+                                s->error = r;
                         return NULL;
-                if (reap(s, true) < 0)
-                        return NULL;
+                }
         }
         return sqe;
 }
@@ -243,6 +281,23 @@ int sender_flush(Sender *s) {
                 if (r < 0)
                         return r;
         }
+}
+
+static bool zc_supported;
+
+static void probe_zerocopy(void) {
+        struct io_uring_probe *p = io_uring_get_probe();
+
+        zc_supported = p && io_uring_opcode_supported(p, IORING_OP_SEND_ZC);
+        if (p)
+                io_uring_free_probe(p);
+}
+
+bool sender_zerocopy_supported(void) {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+        (void)pthread_once(&once, probe_zerocopy);
+        return zc_supported;
 }
 
 void sender_done(Sender *s) {

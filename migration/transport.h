@@ -52,7 +52,16 @@ typedef struct Sender {
         uint64_t bytes_completed; /* headers and data the kernel took */
         uint64_t notifs_pending;  /* zero-copy buffers the kernel still references */
         int error;
+        /* Every wait for a completion is bounded: past 'deadline_us' (CLOCK_MONOTONIC,
+         * 0 = none) it fails with -ETIME; and at least every SENDER_IDLE_US 'idle' (if
+         * set) is called, so the owner can publish statistics and check its limits while
+         * the peer does not read; a negative return ends the wait with that error. */
+        uint64_t deadline_us;
+        int (*idle)(void *userdata);
+        void *idle_userdata;
 } Sender;
+
+#define SENDER_IDLE_US (250 * 1000)
 
 int sender_init(Sender *s, const int *fds, unsigned n, uint8_t *ram, uint64_t ram_size, bool zerocopy);
 /* Queue a message; a PAGES message's data is [offset, offset + len) of guest RAM. */
@@ -60,5 +69,7 @@ int sender_queue(Sender *s, unsigned conn, uint32_t type, uint64_t a, uint64_t b
                  uint32_t data_len);
 /* Submit everything queued and wait until the kernel has taken all of it. */
 int sender_flush(Sender *s);
+/* Whether this kernel has zero-copy send on io_uring (IORING_OP_SEND_ZC), probed once. */
+bool sender_zerocopy_supported(void);
 /* Wait for outstanding zero-copy notifications (before RAM may go away). */
 void sender_done(Sender *s);

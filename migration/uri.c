@@ -90,8 +90,20 @@ int migration_uri_resolve(MigrationUri *u) {
 static void tune(int fd, bool is_unix) {
         int one = 1, buf = 4 * 1024 * 1024;
 
-        if (!is_unix)
+        if (!is_unix) {
+                /* A dead peer or link is found within seconds, not minutes: keepalive
+                 * probes on an idle connection, and a bound on data left unacknowledged
+                 * (the source lowers it to what is left of its deadline in the switchover).
+                 * Accepted sockets inherit these from the listening one. */
+                int idle = MIGRATION_KEEPALIVE_IDLE_S, intvl = 1, cnt = MIGRATION_KEEPALIVE_PROBES;
+                unsigned user_timeout = MIGRATION_TCP_USER_TIMEOUT_MS;
                 (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+        }
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
 }

@@ -9,6 +9,11 @@
 /* Migration URIs: "tcp:HOST:PORT" (HOST a name, an IPv4 address or [IPv6]) and
  * "unix:PATH". */
 
+/* TCP sockets of a migration (docs/migration.md, "Dead peers and links"). */
+#define MIGRATION_KEEPALIVE_IDLE_S 5
+#define MIGRATION_KEEPALIVE_PROBES 5
+#define MIGRATION_TCP_USER_TIMEOUT_MS 20000
+
 typedef struct MigrationUri {
         bool is_unix;
         struct sockaddr_storage addr;

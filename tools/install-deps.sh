@@ -14,6 +14,8 @@ packages=(
         dbus python3-dbusmock python3-dbus systemd libglib2.0-bin
         # the nested KVM runner (hosts without /dev/kvm), the Linux boot check, bench/
         qemu-system-x86 busybox-static cpio xz-utils
+        # tests/dbus/test-faults.py: packets dropped with an nftables rule
+        nftables iproute2
 )
 
 missing=()

@@ -7,6 +7,7 @@
  * the source running; a link lost at the commit or the acknowledgement leaves it in
  * migration-unknown with the guest running in exactly one place. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -24,6 +25,7 @@
 #include "console-watch.h"
 #include "migration.h"
 #include "vm-migration.h"
+#include "residency.h"
 #include "test-util.h"
 #include "vm.h"
 #include "wire.h"
@@ -101,22 +103,23 @@ static void start_destination(Side *dst, const char *name, const char *uri, uint
         assert_int_equal(migration_in_start(dst->vm, uri, &ip, &callbacks, dst, &dst->job), 0);
 }
 
-/* MiB of the VM's guest RAM resident on the host; 0 once the VM has given its RAM up. A
- * migrated source unmaps its RAM on the migration thread, possibly while this runs, so
- * this takes the mapping's address and size read before the migration began and never
- * touches the VM: mincore() fails on a range that is no longer mapped. */
+/* MiB of the VM's guest RAM that the host holds for it, in RAM or in swap; 0 once the VM
+ * has given its RAM up. A migrated source unmaps its RAM on the migration thread,
+ * possibly while this runs, so this takes the mapping's address and size read before
+ * the migration began and never touches the VM. */
 static uint64_t resident_mib(uintptr_t ram_base, uint64_t ram_size) {
         uint64_t n = 0;
         if (ram_base == 0)
                 return 0;
         _cleanup_free_ unsigned char *vec = malloc(ram_size / 4096);
         assert_non_null(vec);
-        if (mincore((void *)ram_base, ram_size, vec) < 0)
-                return 0;
-        for (uint64_t i = 0; i < ram_size / 4096; i++)
-                n += vec[i] & 1;
+        int64_t r = ram_residency((void *)ram_base, ram_size, vec);
+        n = r > 0 ? (uint64_t)r : 0;
         return n * 4096 >> 20;
 }
+
+/* Called on the running source right before the migration starts, when set. */
+static void (*before_migrate)(Side *src);
 
 static uintptr_t ram_base(Vm *vm, uint64_t *ret_size) {
         uint8_t *base;
@@ -195,6 +198,8 @@ static void migrate_and_check(const char *name, const char *uri, unsigned mem_mi
         start_destination(&dst, name, uri, 60);
         src.ram_base = ram_base(src.vm, &src.ram_size);
         uint64_t resident_before = resident_mib(src.ram_base, src.ram_size);
+        if (before_migrate)
+                before_migrate(&src);
         src.track_resident = true;
         assert_int_equal(migration_out_start(src.vm, uri, params, &callbacks, &src, &src.job), 0);
         /* A second job on the same VM is refused while one runs. */
@@ -623,6 +628,9 @@ typedef struct Proxy {
         bool cut_to_destination; /* the type travels source -> destination */
         uint32_t garble_type;     /* source -> destination: its payload is flipped */
         _Atomic bool garbled;
+        uint32_t stall_type;      /* source -> destination: stop reading at it, until released */
+        unsigned delay_to_source_ms; /* each message to the source waits this long */
+        _Atomic bool stalled, release;
         int listen_fd, src_fd, dst_fd;
         pthread_t thread;
         _Atomic bool cut;
@@ -646,6 +654,15 @@ static void *pump(void *p) {
                 if (mig_recv_all(u->from, raw, sizeof raw) < 0)
                         break;
                 mig_header_decode(raw, &h);
+                if (u->to == u->x->dst_fd && u->x->stall_type && h.type == u->x->stall_type) {
+                        /* A peer that stops reading, neither closing nor resetting. */
+                        atomic_store(&u->x->stalled, true);
+                        while (!atomic_load(&u->x->release))
+                                poll(NULL, 0, 20);
+                        break;
+                }
+                if (u->to == u->x->src_fd && u->x->delay_to_source_ms)
+                        poll(NULL, 0, (int)u->x->delay_to_source_ms);
                 if (u->cut_type && h.type == u->cut_type) {
                         atomic_store(&u->x->cut, true);
                         break;
@@ -710,6 +727,7 @@ static void proxy_start(Proxy *x, const char *name, uint32_t cut_type, bool to_d
 }
 
 static void proxy_stop(Proxy *x) {
+        atomic_store(&x->release, true);
         pthread_join(x->thread, NULL);
         close(x->listen_fd);
 }
@@ -853,6 +871,260 @@ static void test_ack_lost(void **state) {
         side_free(&dst);
 }
 
+/* --- swap: a page the guest wrote that the host swapped out holds data --- */
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+static char swapfile[128];
+
+/* A swapfile of 'mib' MiB on a disk filesystem (tmpfs cannot hold one); false if this
+ * machine cannot make one (not root, no swap support, a filesystem that refuses). */
+static bool swap_on(unsigned mib) {
+        char cmd[1024];
+        snprintf(swapfile, sizeof swapfile, "/var/tmp/vmmd-test-swap-%d", getpid());
+        snprintf(cmd, sizeof cmd,
+                 "fallocate -l %uM %s && chmod 600 %s && mkswap %s >/dev/null && swapon %s", mib, swapfile,
+                 swapfile, swapfile, swapfile);
+        if (system(cmd) != 0) {
+                unlink(swapfile);
+                return false;
+        }
+        return true;
+}
+
+static void swap_off(void) {
+        char cmd[256 + sizeof swapfile];
+        snprintf(cmd, sizeof cmd, "swapoff %s", swapfile);
+        if (system(cmd) != 0)
+                printf("# swapoff %s failed\n", swapfile);
+        unlink(swapfile);
+}
+
+/* Pushes all of the source's guest RAM out to swap, with the guest paused so that it reads
+ * nothing back in meanwhile, then lets it run on: the migration starts at once, while
+ * most of what the guest wrote is in swap and not in RAM. */
+static void page_out_source(Side *src) {
+        uint8_t *base;
+        uint64_t size, swapped = 0, present = 0, resident = 0;
+        const VmMemoryRegion *regions;
+        unsigned n_regions;
+        assert_int_equal(vm_get_ram(src->vm, &base, &size, &regions, &n_regions), 0);
+        assert_int_equal(vm_pause(src->vm), 0);
+        assert_int_equal(madvise(base, size, MADV_PAGEOUT), 0);
+        /* What each interface says now: pagemap's bits, and mincore(). */
+        int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        _cleanup_free_ unsigned char *vec = malloc(size / 4096);
+        assert_non_null(vec);
+        for (uint64_t p = 0; p < size / 4096; p++) {
+                uint64_t e = 0;
+                assert_int_equal(pread(fd, &e, 8, (off_t)(((uintptr_t)base / 4096 + p) * 8)), 8);
+                swapped += e >> 62 & 1;
+                present += e >> 63;
+        }
+        close(fd);
+        assert_int_equal(mincore(base, size, vec), 0);
+        for (uint64_t p = 0; p < size / 4096; p++)
+                resident += vec[p] & 1;
+        printf("# after MADV_PAGEOUT: %" PRIu64 " pages swapped out, %" PRIu64 " present; mincore says %" PRIu64
+               " resident\n", swapped, present, resident);
+        assert_true(swapped > 0);
+        assert_int_equal(vm_resume(src->vm), 0);
+}
+
+static void test_swapped_out(void **state) {
+        MigrationParams p;
+        if (!swap_on(512)) {
+                printf("# cannot make a swapfile here: skipped\n");
+                if (getenv("VMMD_TEST_FILTER") && strcmp(getenv("VMMD_TEST_FILTER"), "test_swapped_out") == 0)
+                        exit(77);
+                skip();
+        }
+        migration_params_init(&p);
+        _cleanup_free_ char *uri = unix_uri("swapped");
+        before_migrate = page_out_source;
+        /* The guest filled 128 MiB and keeps re-reading it: every page the source skips
+         * reads back as zeros on the destination and the verifier counts it. */
+        migrate_and_check("swapped", uri, 256, "work=verify mib=128 hb=100", &p);
+        before_migrate = NULL;
+        swap_off();
+}
+
+/* zerocopy=on where the kernel cannot do it (unix sockets) is refused at once. */
+static void test_zerocopy_refused(void **state) {
+        Side src = {};
+        MigrationParams p;
+        MigrationJob *j = NULL;
+        _cleanup_free_ char *uri = unix_uri("zc-refused");
+
+        migration_params_init(&p);
+        p.zerocopy = ZEROCOPY_ON;
+        start_source(&src, "zc-refused", 128, "work=verify mib=8 hb=100");
+        assert_int_equal(migration_out_start(src.vm, uri, &p, &callbacks, &src, &j), -EPROTONOSUPPORT);
+        assert_null(j);
+        assert_false(vm_job_is_active(src.vm));
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_RUNNING);
+        side_free(&src);
+}
+
+/* Runs a migration through 'x' (started by the caller) until both jobs end, and prints
+ * how long the source guest was paused as the guest saw it (its largest heartbeat gap). */
+static void migrate_via(Side *src, Side *dst, Proxy *x, const MigrationParams *p, unsigned timeout_ms) {
+        char src_uri[160];
+        snprintf(src_uri, sizeof src_uri, "unix:%s", x->path);
+        assert_int_equal(migration_out_start(src->vm, src_uri, p, &callbacks, src, &src->job), 0);
+        run_until_finished(src, NULL, timeout_ms);
+        proxy_stop(x);
+        run_until_finished(NULL, dst, 60000);
+        print_stats("source", src->job);
+        print_stats("destination", dst->job);
+}
+
+/* The destination stops reading during the state transfer (no FIN, no RST): the
+ * switchover's deadline ends the migration and the source guest runs on, paused for
+ * about the deadline, not until TCP or an operator gives up. */
+static void test_switchover_deadline(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        Heartbeat hb = {};
+        _cleanup_free_ char *dst_uri = unix_uri("stall-state");
+
+        migration_params_init(&p);
+        p.switchover_timeout_ms = 1000;
+        start_source(&src, "stall-state", 128, "work=verify mib=16 hb=100");
+        start_destination(&dst, "stall-state", dst_uri, 60);
+        proxy_start(&x, "stall-state", 0, true, 0);
+        x.stall_type = MIG_STATE;
+        uint64_t t = now_ms();
+        migrate_via(&src, &dst, &x, &p, 60000);
+        printf("# the source job ended %" PRIu64 " ms after it started\n", now_ms() - t);
+        assert_true(atomic_load(&x.stalled));
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        migration_job_get_stats(src.job, &st);
+        assert_non_null(strstr(st.error_message, "deadline"));
+        assert_int_equal(st.switchover_timeout_us, 1000 * 1000);
+        assert_int_equal(vm_get_state(dst.vm), VM_STATE_STOPPED);
+        assert_true(last_heartbeat(src.console, &hb));
+        printf("# longest pause the guest saw: %" PRIu64 " ms (deadline 1000 ms)\n", hb.maxgap_us / 1000);
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* The destination stops reading in precopy: Stalled turns true and Rate falls although the
+ * sending thread is blocked, and timeout_s still ends the migration. */
+static void test_precopy_stall(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        char src_uri[160];
+        _cleanup_free_ char *dst_uri = unix_uri("stall-pages");
+
+        migration_params_init(&p);
+        p.timeout_s = 9;
+        start_source(&src, "stall-pages", 256, "work=verify mib=128 hb=100");
+        start_destination(&dst, "stall-pages", dst_uri, 60);
+        proxy_start(&x, "stall-pages", 0, true, 0);
+        x.stall_type = MIG_PAGES;
+        snprintf(src_uri, sizeof src_uri, "unix:%s", x.path);
+        assert_int_equal(migration_out_start(src.vm, src_uri, &p, &callbacks, &src, &src.job), 0);
+        bool stalled_seen = false;
+        uint64_t rate_at_stall = 0, deadline = now_ms() + 30000;
+        while (!src.finished && now_ms() < deadline) {
+                struct pollfd pf = { .fd = migration_job_get_event_fd(src.job), .events = POLLIN };
+                (void)poll(&pf, 1, 100);
+                migration_job_get_stats(src.job, &st);
+                if (st.stalled && !stalled_seen) {
+                        stalled_seen = true;
+                        rate_at_stall = st.rate;
+                        printf("# Stalled after %" PRIu64 " ms: rate %" PRIu64 " B/s, %" PRIu64
+                               " bytes remaining, elapsed %" PRIu64 " ms\n",
+                               st.elapsed_us / 1000, st.rate, st.bytes_remaining, st.elapsed_us / 1000);
+                        assert_true(st.bytes_remaining > 0);
+                }
+                migration_job_dispatch(src.job);
+        }
+        proxy_stop(&x);
+        run_until_finished(&src, &dst, 60000);
+        assert_true(atomic_load(&x.stalled));
+        assert_true(stalled_seen);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        migration_job_get_stats(src.job, &st);
+        assert_non_null(strstr(st.error_message, "timeout_s=9"));
+        (void)rate_at_stall;
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* Round trips alone longer than max_downtime_ms: the job says it cannot converge, passes
+ * are paced (a handful, not hundreds of thousands), and timeout_s's error says why. */
+static void test_fixed_cost_blocks(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        _cleanup_free_ char *dst_uri = unix_uri("fixed-cost");
+
+        migration_params_init(&p);
+        p.max_downtime_ms = 50;
+        p.timeout_s = 5;
+        start_source(&src, "fixed-cost", 128, "work=verify mib=16 hb=100");
+        start_destination(&dst, "fixed-cost", dst_uri, 60);
+        proxy_start(&x, "fixed-cost", 0, true, 0);
+        x.delay_to_source_ms = 120; /* every reply: 120 ms more per round trip */
+        migrate_via(&src, &dst, &x, &p, 60000);
+        expect_source_survives(&src, JOB_STATE_FAILED, "MigrationFailed");
+        migration_job_get_stats(src.job, &st);
+        printf("# %u passes in %" PRIu64 " ms; blocker: %s\n", st.iteration, st.elapsed_us / 1000,
+               st.convergence_blocker);
+        assert_non_null(strstr(st.convergence_blocker, "fixed cost"));
+        assert_non_null(strstr(st.error_message, "did not converge"));
+        assert_non_null(strstr(st.error_message, "fixed cost"));
+        assert_true(st.iteration >= 1);
+        assert_true(st.iteration <= 10);
+        side_free(&src);
+        side_free(&dst);
+}
+
+/* 50 ms added to every message toward the source (the round trips of the setup, the
+ * rehearsal and the switchover): the migration completes, and the downtime it reports is
+ * printed next to the gap the guest saw. */
+static void test_delayed_replies(void **state) {
+        Side src = {}, dst = {};
+        Proxy x;
+        MigrationParams p;
+        MigrationStats st;
+        Heartbeat last_src = {}, hb = {};
+        _cleanup_free_ char *dst_uri = unix_uri("delayed");
+
+        migration_params_init(&p);
+        start_source(&src, "delayed", 256, "work=verify mib=64 hb=100");
+        start_destination(&dst, "delayed", dst_uri, 60);
+        proxy_start(&x, "delayed", 0, true, 0);
+        x.delay_to_source_ms = 50;
+        migrate_via(&src, &dst, &x, &p, 120000);
+        migration_job_get_stats(src.job, &st);
+        assert_string_equal(st.error_message, "");
+        assert_int_equal(st.state, JOB_STATE_COMPLETED);
+        assert_int_equal(vm_get_state(src.vm), VM_STATE_MIGRATED);
+        assert_true(st.state_cost_us >= 100 * 1000); /* two delayed round trips */
+        uint64_t downtime_us = st.downtime_us;
+        migration_job_get_stats(dst.job, &st);
+        assert_int_equal(st.state, JOB_STATE_COMPLETED);
+        assert_true(last_heartbeat(src.console, &last_src));
+        assert_true(wait_for_heartbeat(dst.console, last_src.seq + 3, 60000, &hb));
+        assert_int_equal(hb.corrupt, 0);
+        printf("# delayed replies: downtime %" PRIu64 " us reported; the guest's largest gap since boot %" PRIu64
+               " us (before the migration %" PRIu64 " us)\n",
+               downtime_us, hb.maxgap_us, last_src.maxgap_us);
+        side_free(&src);
+        side_free(&dst);
+}
+
 static int setup(void **state) {
         require_kvm();
         guest = test_guest_path();
@@ -882,6 +1154,12 @@ int main(void) {
                 cmocka_unit_test(test_link_lost_before_commit),
                 cmocka_unit_test(test_commit_lost),
                 cmocka_unit_test(test_ack_lost),
+                cmocka_unit_test(test_swapped_out),
+                cmocka_unit_test(test_zerocopy_refused),
+                cmocka_unit_test(test_switchover_deadline),
+                cmocka_unit_test(test_precopy_stall),
+                cmocka_unit_test(test_fixed_cost_blocks),
+                cmocka_unit_test(test_delayed_replies),
         };
         signal(SIGPIPE, SIG_IGN);
         require_kvm();
