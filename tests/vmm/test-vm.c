@@ -286,6 +286,83 @@ static void test_throttle(void **state) {
         vm_config_free(c);
 }
 
+/* Pages the dirtying guest writes per second of the host's clock, over about 'ms': the guest's
+ * own clock (PIT ticks) loses ticks while its vCPU sleeps, so it cannot judge the throttle.
+ * Each heartbeat is timed when its line appears (the vCPU writes it as it samples 'pages'). */
+static double pages_per_host_second(const char *con, unsigned ms) {
+        Heartbeat a = {}, b = {};
+        uint64_t t0, t1;
+
+        assert_true(last_heartbeat(con, &a));
+        assert_true(wait_for_heartbeat(con, a.seq + 1, 60000, &a));
+        t0 = now_ms();
+        do
+                assert_true(wait_for_heartbeat(con, b.seq ? b.seq + 1 : a.seq + 1, 60000, &b));
+        while ((t1 = now_ms()) < t0 + ms);
+        return (double)(b.pages - a.pages) * 1000.0 / (double)(t1 - t0);
+}
+
+/* The throttle's formula: at p % a vCPU runs (100 - p) % of the time, so the guest's work
+ * rate at p % over its rate unthrottled (measured just before and just after, so a change in
+ * the host's load cancels out; three rounds, their median kept) is about (100 - p) / 100, and falls as p grows. The band is
+ * loose: this checks the formula (the old one ran 33 % at 40 %), not the host's speed. Then a
+ * pause at 99 % (vCPUs asleep for up to ~1 s) must still end: its kick wakes the sleep. */
+static void test_throttle_fraction(void **state) {
+        _cleanup_free_ char *con = console_path("throttle-fraction");
+        VmConfig *c = make_config(con, 64, 1, "work=dirty mib=4 rate=0 hb=100");
+        static const unsigned pcts[] = { 20, 40, 60, 80 };
+        double frac[ELEMENTSOF(pcts)];
+        Vm *vm = NULL;
+        Heartbeat hb = {};
+
+        assert_int_equal(vm_new("throttle-fraction", c, &vm), 0);
+        assert_int_equal(vm_start(vm), 0);
+        uint64_t deadline = now_ms() + 120000;
+        do
+                assert_true(wait_for_heartbeat(con, hb.seq + 1, 60000, &hb));
+        while (hb.passes < 2 && now_ms() < deadline);
+        assert_true(hb.passes >= 2);
+
+        for (size_t i = 0; i < ELEMENTSOF(pcts); i++) {
+                double ratio[3], free_before = pages_per_host_second(con, 600), throttled = 0,
+                                 free_after = 0;
+
+                for (size_t k = 0; k < ELEMENTSOF(ratio); k++) {
+                        assert_int_equal(vm_set_throttle(vm, pcts[i]), 0);
+                        throttled = pages_per_host_second(con, 1200);
+                        assert_int_equal(vm_set_throttle(vm, 0), 0);
+                        free_after = pages_per_host_second(con, 600);
+                        ratio[k] = throttled / ((free_before + free_after) / 2);
+                        free_before = free_after;
+                }
+                /* the median of three: one round disturbed by the host's load does not count */
+                frac[i] = MAX(MIN(ratio[0], ratio[1]), MIN(MAX(ratio[0], ratio[1]), ratio[2]));
+                printf("# throttle %u %%: runs %.2f %.2f %.2f of the unthrottled rate (last %.0f vs %.0f "
+                       "pages/s), median %.2f, formula %.2f\n",
+                       pcts[i], ratio[0], ratio[1], ratio[2], throttled, free_after, frac[i],
+                       (100 - pcts[i]) / 100.0);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(pcts); i++) {
+                double want = (100 - pcts[i]) / 100.0;
+                assert_true(frac[i] > want - 0.15 && frac[i] < want + 0.15);
+                if (i > 0)
+                        assert_true(frac[i] < frac[i - 1]);
+        }
+
+        assert_int_equal(vm_set_throttle(vm, 99), 0);
+        assert_true(last_heartbeat(con, &hb) && wait_for_heartbeat(con, hb.seq + 1, 60000, &hb));
+        uint64_t t0 = now_ms();
+        assert_int_equal(vm_pause(vm), 0);
+        printf("# pause at 99 %% throttle took %" PRIu64 " ms\n", now_ms() - t0);
+        assert_int_equal(vm_set_throttle(vm, 0), 0);
+        assert_int_equal(vm_resume(vm), 0);
+        assert_true(last_heartbeat(con, &hb) && wait_for_heartbeat(con, hb.seq + 2, 60000, &hb));
+        assert_int_equal(hb.corrupt, 0);
+        assert_int_equal(vm_stop(vm), 0);
+        vm_free(vm);
+        vm_config_free(c);
+}
+
 static bool kvm_has_dirty_ring(void) {
         _cleanup_close_ int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
         return fd >= 0 && (ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0 ||
@@ -410,8 +487,11 @@ int main(void) {
                 cmocka_unit_test(test_boot_heartbeat), cmocka_unit_test(test_pause_resume),
                 cmocka_unit_test(test_poweroff),       cmocka_unit_test(test_power_button),
                 cmocka_unit_test(test_save_restore), cmocka_unit_test(test_throttle),
+                cmocka_unit_test(test_throttle_fraction),
                 cmocka_unit_test(test_dirty_bitmap),   cmocka_unit_test(test_dirty_ring),
         };
         require_kvm();
+        if (getenv("VMMD_TEST_FILTER")) /* e.g. "test_throttle*" */
+                cmocka_set_test_filter(getenv("VMMD_TEST_FILTER"));
         return cmocka_run_group_tests(tests, setup, teardown);
 }
