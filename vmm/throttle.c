@@ -2,6 +2,7 @@
 /* Auto-converge: a thread kicks every vCPU once per period while the throttle is on, and
  * each kicked vCPU sleeps its share of the period away. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,44 +15,84 @@
 
 #define THROTTLE_PERIOD_NS (10 * 1000 * 1000)
 
-/* After a kick: sleep so that the vCPU runs (100 - pct)% of the time. It has just run
- * for up to one period (10 ms), so it sleeps period * pct / (100 - pct): 2.5 ms at 20 %,
- * 990 ms at 99 %. Long sleeps keep the throttle exact even where a kick takes a while to
- * land. A pause request still wins: kicks interrupt the sleep and it ends early. */
-void vcpu_throttle_sleep(Vcpu *v) {
-        unsigned pct = MIN((unsigned)atomic_load(&v->vm->throttle_pct), 99u);
-        uint64_t ns;
-        struct timespec ts;
+/* When this vCPU thread last came back from a throttle sleep (CLOCK_MONOTONIC ns). */
+static __thread uint64_t tls_throttle_woke_ns;
 
-        if (pct == 0 || atomic_load(&v->vm->run_control) != RUN_CONTROL_RUN)
-                return;
-        ns = (uint64_t)THROTTLE_PERIOD_NS * pct / (100 - pct);
-        ts = (struct timespec){ .tv_sec = (time_t)(ns / NSEC_PER_SEC), .tv_nsec = (long)(ns % NSEC_PER_SEC) };
-        while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-                if (atomic_load(&v->vm->run_control) != RUN_CONTROL_RUN ||
-                    atomic_load(&v->vm->throttle_pct) == 0)
-                        break;
+static uint64_t monotonic_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
-/* Kicks every vCPU once per period while the throttle is on. */
+/* After a kick: sleep so that the vCPU runs (100 - pct)% of the time. It ran 'ran' ns since it
+ * last woke (counted as at most one period, which is what the throttle's kick cycle lets it
+ * run), so it sleeps ran * pct / (100 - pct) and each run+sleep cycle is (100 - pct)% run,
+ * whatever the phase of the kick: 2.5 ms at 20 %, 990 ms at 99 %. The kick signal is blocked
+ * except inside ppoll(), which unblocks it atomically: a kick that lands at any point of the
+ * sleep (even before it starts) ends the wait at once, and the sleep goes on only if the
+ * throttle is still on and the VM is still meant to run (the throttle's own kicks). */
+void vcpu_throttle_sleep(Vcpu *v) {
+        struct Vm *vm = v->vm;
+        sigset_t kick, old;
+        uint64_t now, ran, end;
+        unsigned pct;
+
+        sigemptyset(&kick);
+        sigaddset(&kick, SIG_VCPU_KICK);
+        pthread_sigmask(SIG_BLOCK, &kick, &old);
+        sigdelset(&old, SIG_VCPU_KICK);
+        now = monotonic_ns();
+        ran = MIN(now - tls_throttle_woke_ns, (uint64_t)THROTTLE_PERIOD_NS);
+        pct = MIN((unsigned)atomic_load(&vm->throttle_pct), 99u);
+        end = now + ran * pct / (100 - pct);
+        while (pct > 0 && now < end && atomic_load(&vm->run_control) == RUN_CONTROL_RUN) {
+                struct timespec ts = { .tv_sec = (time_t)((end - now) / NSEC_PER_SEC),
+                                       .tv_nsec = (long)((end - now) % NSEC_PER_SEC) };
+
+                if (ppoll(NULL, 0, &ts, &old) == 0 || errno != EINTR)
+                        break;
+                pct = (unsigned)atomic_load(&vm->throttle_pct);
+                now = monotonic_ns();
+        }
+        tls_throttle_woke_ns = monotonic_ns();
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Kicks every vCPU once per cycle while the throttle is on, and once more when it goes off
+ * (or the thread stops), so that no vCPU sleeps on with the throttle at 0. As in QEMU, the
+ * cycle is period * 100 / (100 - pct), so a vCPU runs a whole period between kicks and sleeps
+ * period * pct / (100 - pct): few wake-ups, each of which costs the guest a little. */
 static void *throttle_thread(void *p) {
         struct Vm *vm = p;
-        struct itimerspec its = {
-                .it_interval.tv_nsec = THROTTLE_PERIOD_NS,
-                .it_value.tv_nsec = THROTTLE_PERIOD_NS,
-        };
         int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+        unsigned armed = UINT_MAX; /* arm on the first iteration, even at 0 % */
 
         (void)pthread_setname_np(pthread_self(), "throttle");
-        if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0)
+        if (tfd < 0)
                 goto out;
         for (;;) {
+                unsigned pct = MIN((unsigned)atomic_load(&vm->throttle_pct), 99u);
                 struct pollfd fds[2] = {
                         { .fd = vm->throttle_stop_fd, .events = POLLIN },
                         { .fd = tfd, .events = POLLIN },
                 };
                 uint64_t n;
 
+                if (pct != armed) {
+                        uint64_t cycle = (uint64_t)THROTTLE_PERIOD_NS * 100 / (100 - MAX(pct, 1u));
+                        struct itimerspec its = {
+                                .it_interval = { .tv_sec = (time_t)(cycle / NSEC_PER_SEC),
+                                                 .tv_nsec = (long)(cycle % NSEC_PER_SEC) },
+                        };
+
+                        its.it_value = its.it_interval;
+                        if (timerfd_settime(tfd, 0, &its, NULL) < 0)
+                                break;
+                        if (pct == 0) /* off: wake the sleepers now */
+                                for (unsigned i = 0; i < vm->n_vcpus; i++)
+                                        vcpu_kick(&vm->vcpus[i]);
+                        armed = pct;
+                }
                 if (poll(fds, 2, -1) < 0 && errno != EINTR)
                         break;
                 if (fds[0].revents)
@@ -65,6 +106,8 @@ static void *throttle_thread(void *p) {
                 }
         }
 out:
+        for (unsigned i = 0; i < vm->n_vcpus; i++)
+                vcpu_kick(&vm->vcpus[i]);
         safe_close(tfd);
         return NULL;
 }

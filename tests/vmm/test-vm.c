@@ -287,6 +287,162 @@ static void test_throttle(void **state) {
         vm_config_free(c);
 }
 
+/* The vCPU thread's schedstat: ns on a CPU, ns runnable but waiting for one. */
+typedef struct Sched {
+        uint64_t on_ns, wait_ns;
+} Sched;
+
+static Sched vcpu0_sched(void) {
+        DIR *d = opendir("/proc/self/task");
+        Sched s = {};
+        struct dirent *de;
+
+        assert_non_null(d);
+        while ((de = readdir(d))) {
+                char path[300], comm[32] = "";
+                FILE *f;
+
+                snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+                if (!(f = fopen(path, "re")))
+                        continue;
+                if (!fgets(comm, sizeof comm, f) || strcmp(comm, "vcpu0\n") != 0) {
+                        fclose(f);
+                        continue;
+                }
+                fclose(f);
+                snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", de->d_name);
+                assert_non_null(f = fopen(path, "re"));
+                assert_int_equal(fscanf(f, "%" SCNu64 " %" SCNu64, &s.on_ns, &s.wait_ns), 2);
+                fclose(f);
+                closedir(d);
+                return s;
+        }
+        closedir(d);
+        fail_msg("no vcpu0 thread");
+        return s;
+}
+
+typedef struct Window {
+        double pages_per_s; /* the guest's work per second of the host's clock */
+        double awake;       /* the vCPU thread not asleep (on a CPU or waiting for one) / wall */
+        double share;       /* on a CPU / not asleep: less than 1 when the host is busy */
+} Window;
+
+/* Over about 'ms' from one heartbeat to another: the guest's own clock (PIT ticks) loses
+ * ticks while its vCPU sleeps, so the host's clock times the work. Each heartbeat is timed
+ * when its line appears (the vCPU writes it as it samples 'pages'). */
+static Window measure(const char *con, unsigned ms) {
+        Heartbeat a = {}, b = {};
+        uint64_t t0, t1;
+        Sched s0, s1;
+
+        assert_true(last_heartbeat(con, &a));
+        assert_true(wait_for_heartbeat(con, a.seq + 1, 60000, &a));
+        t0 = now_ms();
+        s0 = vcpu0_sched();
+        do
+                assert_true(wait_for_heartbeat(con, b.seq ? b.seq + 1 : a.seq + 1, 60000, &b));
+        while ((t1 = now_ms()) < t0 + ms);
+        s1 = vcpu0_sched();
+        double on = (double)(s1.on_ns - s0.on_ns), wait = (double)(s1.wait_ns - s0.wait_ns);
+        double wall = (double)(t1 - t0) * 1e6;
+        return (Window){ .pages_per_s = (double)(b.pages - a.pages) * 1e9 / wall,
+                         .awake = (on + wait) / wall,
+                         .share = on + wait > 0 ? on / (on + wait) : 1 };
+}
+
+/* The throttle's formula: at p % a vCPU runs (100 - p) % of the time. Measured two ways in
+ * each window, throttled against unthrottled just before and just after:
+ * - the guest's run fraction: its work rate throttled over its rate unthrottled, corrected
+ *   for the host's load (the CPU share the vCPU thread got while awake, from schedstat: on
+ *   2 busy cores an unthrottled vCPU gets far less than a whole CPU);
+ * - the vCPU thread's time awake over wall time (schedstat: on a CPU or waiting for one).
+ * Three rounds per p, their median kept. Both must fall as p grows and lie within 0.15 of
+ * (100 - p) / 100: loose, it checks the formula (the old one ran 0.27 at 40 %, 0.16 at
+ * 60 %), not the host's speed. Then a pause at 99 % (vCPUs asleep up to ~1 s) must end. */
+static double median3(const double v[3]) {
+        return MAX(MIN(v[0], v[1]), MIN(MAX(v[0], v[1]), v[2]));
+}
+
+static void test_throttle_fraction(void **state) {
+        _cleanup_free_ char *con = console_path("throttle-fraction");
+        VmConfig *c = make_config(con, 64, 1, "work=dirty mib=4 rate=0 hb=100");
+        static const unsigned pcts[] = { 20, 40, 60, 80 };
+        double runs[ELEMENTSOF(pcts)], awake[ELEMENTSOF(pcts)];
+        Vm *vm = NULL;
+        Heartbeat hb = {};
+
+        assert_int_equal(vm_new("throttle-fraction", c, &vm), 0);
+        assert_int_equal(vm_start(vm), 0);
+        uint64_t deadline = now_ms() + 120000;
+        do
+                assert_true(wait_for_heartbeat(con, hb.seq + 1, 60000, &hb));
+        while (hb.passes < 2 && now_ms() < deadline);
+        assert_true(hb.passes >= 2);
+
+        for (size_t i = 0; i < ELEMENTSOF(pcts); i++) {
+                double g[3], w[3];
+                size_t k = 0;
+                Window before = measure(con, 600), thr, after;
+
+                /* A round where the vCPU thread got less than 70 % of a CPU while awake says
+                 * more about the host's load than about the throttle: it does not count. */
+                for (unsigned tries = 0; k < 3 && tries < 6; tries++) {
+                        assert_int_equal(vm_set_throttle(vm, pcts[i]), 0);
+                        thr = measure(con, 1200);
+                        assert_int_equal(vm_set_throttle(vm, 0), 0);
+                        after = measure(con, 600);
+                        double free_rate = (before.pages_per_s + after.pages_per_s) / 2;
+                        double free_share = (before.share + after.share) / 2;
+                        double gk = thr.pages_per_s / free_rate * free_share / thr.share;
+                        bool busy = MIN(MIN(before.share, after.share), thr.share) < 0.7;
+                        printf("# throttle %u %%: guest work %.0f vs %.0f pages/s unthrottled, CPU "
+                               "share %.2f vs %.2f: guest runs %.2f; vCPU awake %.2f%s\n",
+                               pcts[i], thr.pages_per_s, free_rate, thr.share, free_share, gk, thr.awake,
+                               busy ? " (host too busy: not counted)" : "");
+                        if (!busy) {
+                                g[k] = gk;
+                                w[k++] = thr.awake;
+                        }
+                        before = after;
+                }
+                if (k < 3) {
+                        printf("# SKIP: the host is too busy to judge the throttle (its vCPU got under "
+                               "70 %% of a CPU)\n");
+                        assert_int_equal(vm_stop(vm), 0);
+                        vm_free(vm);
+                        vm_config_free(c);
+                        skip();
+                }
+                runs[i] = median3(g);
+                awake[i] = median3(w);
+                printf("# throttle %u %%: medians: guest runs %.2f, vCPU awake %.2f, formula %.2f\n",
+                       pcts[i], runs[i], awake[i], (100 - pcts[i]) / 100.0);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(pcts); i++) {
+                double want = (100 - pcts[i]) / 100.0;
+                assert_true(runs[i] > want - 0.15 && runs[i] < want + 0.15);
+                assert_true(awake[i] > want - 0.15 && awake[i] < want + 0.15);
+                if (i > 0) {
+                        assert_true(runs[i] < runs[i - 1]);
+                        assert_true(awake[i] < awake[i - 1]);
+                }
+        }
+
+        assert_int_equal(vm_set_throttle(vm, 99), 0);
+        assert_true(last_heartbeat(con, &hb) && wait_for_heartbeat(con, hb.seq + 1, 60000, &hb));
+        uint64_t t0 = now_ms();
+        assert_int_equal(vm_pause(vm), 0);
+        printf("# pause at 99 %% throttle took %" PRIu64 " ms\n", now_ms() - t0);
+        assert_int_equal(vm_set_throttle(vm, 0), 0);
+        assert_int_equal(vm_resume(vm), 0);
+        assert_true(last_heartbeat(con, &hb) && wait_for_heartbeat(con, hb.seq + 2, 60000, &hb));
+        assert_int_equal(hb.corrupt, 0);
+        assert_int_equal(vm_stop(vm), 0);
+        vm_free(vm);
+        vm_config_free(c);
+}
+
 static bool kvm_has_dirty_ring(void) {
         _cleanup_close_ int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
         return fd >= 0 && (ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0 ||
@@ -413,8 +569,11 @@ int main(void) {
                 cmocka_unit_test(test_boot_heartbeat), cmocka_unit_test(test_pause_resume),
                 cmocka_unit_test(test_poweroff),       cmocka_unit_test(test_power_button),
                 cmocka_unit_test(test_save_restore), cmocka_unit_test(test_throttle),
+                cmocka_unit_test(test_throttle_fraction),
                 cmocka_unit_test(test_dirty_bitmap),   cmocka_unit_test(test_dirty_ring),
         };
         require_kvm();
+        if (getenv("VMMD_TEST_FILTER")) /* e.g. "test_throttle*" */
+                cmocka_set_test_filter(getenv("VMMD_TEST_FILTER"));
         return cmocka_run_group_tests(tests, setup, teardown);
 }
