@@ -12,7 +12,6 @@
 
 /* The signal that kicks a vCPU out of KVM_RUN. Its handler sets immediate_exit, so a kick
  * that lands just before KVM_RUN is not lost. */
-#define SIG_VCPU_KICK (SIGRTMIN + 3)
 
 enum { EXIT_TOTAL, EXIT_IO, EXIT_MMIO, EXIT_HLT, EXIT_INTR, EXIT_OTHER };
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <signal.h>
+
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,6 +14,9 @@
 #include "uart.h"
 #include "vm-migration.h"
 #include "vm.h"
+
+/* The signal that kicks a vCPU thread out of KVM_RUN or out of a throttle sleep. */
+#define SIG_VCPU_KICK (SIGRTMIN + 3)
 
 #define VM_MAX_SAVED_MSRS 256
 
