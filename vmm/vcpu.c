@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include "guest-cpu.h"
 #include "log.h"
 #include "vm-internal.h"
 
@@ -446,7 +447,10 @@ int vcpu_init_cpu_state(Vcpu *v) {
         if (r < 0)
                 return r;
         (void)set_initial_msrs(v);
-        return set_lint(v);
+        r = set_lint(v);
+        if (r < 0)
+                return r;
+        return guest_cpu_reset(v); /* guest-cpu.c: XCR0; APs wait for INIT/SIPI */
 }
 
 int vm_get_vcpu_stats(const Vm *vm, unsigned idx, VcpuStats *ret) {
