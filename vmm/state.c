@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "state-stream.h"
 #include "vm-internal.h"
@@ -76,7 +77,7 @@ static int save_irqchip(Vm *vm, StateWriter *w, uint32_t chip_id, uint32_t sec) 
                         return negative_errno();                                                   \
         } while (0)
 
-static int save_vcpu(Vm *vm, Vcpu *v, StateWriter *w) {
+static int save_vcpu(Vm *vm, Vcpu *v, const struct kvm_clock_data *clock, StateWriter *w) {
         uint16_t i = (uint16_t)v->idx;
         struct kvm_regs regs;
         struct kvm_sregs sregs;
@@ -120,7 +121,10 @@ static int save_vcpu(Vm *vm, Vcpu *v, StateWriter *w) {
         /* Record 0 is the header: the count. */
         rec[0].index = vm->n_msrs;
         for (unsigned k = 0; k < vm->n_msrs; k++)
-                rec[k + 1] = (MsrRecord){ .index = msrs->entries[k].index, .data = msrs->entries[k].data };
+                rec[k + 1] = (MsrRecord){ .index = msrs->entries[k].index,
+                                          /* clock.c: the TSC as of the clock read */
+                                          .data = vm_clock_saved_msr(v, clock, msrs->entries[k].index,
+                                                                     msrs->entries[k].data) };
 
         state_writer_add(w, SEC_VCPU_REGS, SEC_VERSION, i, &regs, sizeof regs);
         state_writer_add(w, SEC_VCPU_SREGS, SEC_VERSION, i, &sregs, sizeof sregs);
@@ -191,7 +195,7 @@ int vm_save_state_parked(Vm *vm, uint8_t **ret_buf, size_t *ret_size, uint64_t *
 
         t1 = mono_usec();
         for (unsigned i = 0; i < vm->n_vcpus; i++) {
-                r = save_vcpu(vm, &vm->vcpus[i], &w);
+                r = save_vcpu(vm, &vm->vcpus[i], &clock, &w);
                 if (r < 0)
                         goto fail;
         }
@@ -347,7 +351,7 @@ static int set_guest_tsc(Vcpu *v, uint64_t tsc) {
                         return log_debug_errno(errno, "state: " #req " failed: %m");               \
         } while (0)
 
-static int restore_vcpu(Vm *vm, Vcpu *v, StateSection *sec) {
+static int restore_vcpu(Vm *vm, Vcpu *v, StateSection *sec, const VmClockRestore *ck) {
 #define DATA(id) (sec[(id) - SEC_VCPU_REGS].data)
         struct kvm_regs regs;
         struct kvm_sregs sregs;
@@ -386,7 +390,9 @@ static int restore_vcpu(Vm *vm, Vcpu *v, StateSection *sec) {
                 memcpy(&rec, DATA(SEC_VCPU_MSRS) + (k + 1) * sizeof rec, sizeof rec);
                 /* The TSC goes first, before the TSC deadline, and as an offset if KVM can. */
                 if (rec.index == MSR_IA32_TSC) {
-                        int r = set_guest_tsc(v, rec.data);
+                        int r;
+                        rec.data = vm_clock_restore_tsc(ck, rec.data); /* clock.c */
+                        r = set_guest_tsc(v, rec.data);
                         if (r == 0)
                                 continue;
                         if (r != -ENXIO)
@@ -428,6 +434,7 @@ static int restore_irqchip(Vm *vm, const StateSection *s) {
 int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size) {
         ParsedState p = {};
         struct kvm_clock_data clock;
+        VmClockRestore ck;
         struct kvm_pit_state2 pit;
         UartState us;
         PmState ps;
@@ -462,19 +469,17 @@ int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size) {
         memcpy(&ps, p.vm[SEC_PM]->data, sizeof ps);
         pm_set_state(&vm->pm, &ps);
 
+        /* clock.c: kvmclock and the TSCs set for one instant, in step. */
+        memcpy(&clock, p.vm[SEC_CLOCK]->data, sizeof clock);
+        r = vm_clock_restore_begin(vm, &clock, &ck);
+        if (r < 0)
+                goto out;
         for (unsigned i = 0; i < vm->n_vcpus; i++) {
-                r = restore_vcpu(vm, &vm->vcpus[i], p.vcpu[i]);
+                r = restore_vcpu(vm, &vm->vcpus[i], p.vcpu[i], &ck);
                 if (r < 0)
                         goto out;
         }
-
-        memcpy(&clock, p.vm[SEC_CLOCK]->data, sizeof clock);
-        clock.flags = 0;
-        if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0) {
-                r = negative_errno();
-                goto out;
-        }
-        r = 0;
+        r = vm_clock_restore_end(vm, &clock, &ck);
 out:
         free(p.vcpu);
         return r;
