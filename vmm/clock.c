@@ -70,12 +70,23 @@ int vm_clock_restore_begin(Vm *vm, const struct kvm_clock_data *saved, VmClockRe
         return 0;
 }
 
-uint64_t vm_clock_restore_tsc(const VmClockRestore *c, uint64_t saved_tsc) {
-        if (!c->valid)
-                return saved_tsc;
-        /* Its value at D, plus the host ticks since D (the caller sets it as an offset
-         * against the host TSC read now). */
-        return saved_tsc + c->advance_tsc + (__builtin_ia32_rdtsc() - c->host_tsc);
+int vm_clock_restore_tsc(Vcpu *v, const VmClockRestore *c, uint64_t saved_tsc) {
+        /* The offset that puts the TSC at its saved value plus the clock's advance at D.
+         * vCPUs saved in step get equal offsets, so KVM sees their TSCs as synchronized
+         * and keeps its masterclock (whose absence leaves kvmclock per-vCPU and makes
+         * the next save lack KVM_CLOCK_HOST_TSC). */
+        uint64_t offset = saved_tsc + c->advance_tsc - c->host_tsc;
+        struct kvm_device_attr a = {
+                .group = KVM_VCPU_TSC_CTRL,
+                .attr = KVM_VCPU_TSC_OFFSET,
+                .addr = (uint64_t)(uintptr_t)&offset,
+        };
+
+        if (!c->valid || ioctl(v->fd, KVM_HAS_DEVICE_ATTR, &a) < 0)
+                return 0;
+        if (ioctl(v->fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+                return negative_errno();
+        return 1;
 }
 
 int vm_clock_restore_end(Vm *vm, const struct kvm_clock_data *saved, const VmClockRestore *c) {

@@ -22,7 +22,8 @@ typedef struct VmClockRestore {
 /* Restore, before the vCPUs: sets the guest clock (advanced by the realtime elapsed since
  * the save, where both sides support it). */
 int vm_clock_restore_begin(struct Vm *vm, const struct kvm_clock_data *saved, VmClockRestore *ret);
-/* The guest TSC to set now for a vCPU whose saved TSC was 'saved_tsc'. */
-uint64_t vm_clock_restore_tsc(const VmClockRestore *c, uint64_t saved_tsc);
+/* Sets the TSC of a vCPU whose saved TSC was 'saved_tsc', in step with the clock set by
+ * vm_clock_restore_begin(): 1 when done, 0 when the caller must set it itself. */
+int vm_clock_restore_tsc(struct Vcpu *v, const VmClockRestore *c, uint64_t saved_tsc);
 /* After the vCPUs: where begin could not keep the two in step, the clock as saved. */
 int vm_clock_restore_end(struct Vm *vm, const struct kvm_clock_data *saved, const VmClockRestore *c);

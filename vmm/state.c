@@ -390,8 +390,11 @@ static int restore_vcpu(Vm *vm, Vcpu *v, StateSection *sec, const VmClockRestore
                 memcpy(&rec, DATA(SEC_VCPU_MSRS) + (k + 1) * sizeof rec, sizeof rec);
                 /* The TSC goes first, before the TSC deadline, and as an offset if KVM can. */
                 if (rec.index == MSR_IA32_TSC) {
-                        int r;
-                        rec.data = vm_clock_restore_tsc(ck, rec.data); /* clock.c */
+                        int r = vm_clock_restore_tsc(v, ck, rec.data); /* clock.c */
+                        if (r < 0)
+                                return r;
+                        if (r > 0)
+                                continue;
                         r = set_guest_tsc(v, rec.data);
                         if (r == 0)
                                 continue;
