@@ -4,10 +4,12 @@
 # twice (A -> B -> C, a ping-pong's two switchovers) into a fresh KVM VM by vm-hop, with
 # 1.5 s between pause and resume, and runs 30 s after each. Checked:
 #  - heartbeats consecutive across the three consoles, 0 corrupt words, both CPUs online;
-#  - at each switchover the guest's monotonic clock moves on by the downtime (not less:
-#    it does not stall; not more than the downtime plus one heartbeat period plus
-#    5 ms + 20 %), never back, and wall clock minus monotonic clock stays put (5 ms +
-#    20 % of the downtime);
+#  - at each switchover the guest's monotonic clock moves on by the downtime (not less,
+#    within 5 ms + 20 %: it does not stall), never back, and not more than the downtime
+#    plus 5 ms + 20 % plus three heartbeat periods (the gap between two heartbeats also
+#    holds the guest's run before the pause and its first verify pass after the resume,
+#    slow in the nested VM), and wall clock minus monotonic clock stays put (5 ms + 20 %
+#    of the downtime);
 #  - after the switchovers no clocksource, soft lockup, RCU stall, WARNING, BUG or
 #    "problem" line;
 #  - the power button powers the guest off at the end.
@@ -82,7 +84,7 @@ if awk -v downtimes="$downtimes" -v hb_ms="$hb_ms" '
                         if (drift < 0) drift = -drift
                         slack = 5e6 + 0.2 * dt
                         printf "switchover %d: downtime %.1f ms, guest monotonic gap %.1f ms, wall-minus-monotonic moved %.3f ms\n", file - 1, dt / 1e6, gap / 1e6, drift / 1e6
-                        if (gap < dt - slack || gap > dt + hb_ms * 1e6 + slack || drift > slack) { bad = 1; print "  out of bounds" }
+                        if (gap < dt - slack || gap > dt + 3 * hb_ms * 1e6 + slack || drift > slack) { bad = 1; print "  out of bounds" }
                         hops++
                 } else if (seen && f["mono_ns"] < mono) { bad = 1; print "monotonic clock went back: " $0 }
                 seen = 1; lastfile = file; mono = f["mono_ns"]; off = f["real_ns"] - f["mono_ns"]

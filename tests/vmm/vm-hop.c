@@ -2,7 +2,7 @@
 /* vm-hop: boots one VM from a JSON config (serial mode "file") and moves it HOPS times
  * into a fresh KVM VM of the same process, as a migration's switchover does it: pause,
  * save the vCPU/device state, wait DOWNTIME_MS (a stand-in for the network), copy RAM,
- * restore into an incoming VM, stop the old one, resume the new one. VM k writes its
+ * restore into an incoming VM, resume it, stop the old one. VM k writes its
  * console to CONSOLE.k (k = 0 .. HOPS). The first hop comes when TEXT is on the first
  * console; after each hop the guest runs SETTLE_S seconds (then the next hop); after the
  * last, the power button is pressed and the guest must power off.
@@ -110,10 +110,10 @@ static int hop(Vm *src, Vm *dst, unsigned downtime_ms, uint64_t *ret_us) {
         memcpy(dst_ram, src_ram, src_size);
         r = vm_restore_state(dst, blob, blob_size);
         if (r >= 0)
-                r = vm_stop(src);
-        if (r >= 0)
                 r = vm_resume_incoming(dst);
         *ret_us = now_us() - t0;
+        if (r >= 0)
+                r = vm_stop(src);
         return r;
 }
 
