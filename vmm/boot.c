@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "acpi.h"
 #include "boot.h"
 #include "kernel-probe.h"
 
@@ -79,10 +80,10 @@ static int write_cmdline(const GuestMemory *m, const char *cmdline, size_t max) 
         return guest_memory_write(m, BOOT_CMDLINE_ADDR, cmdline, n);
 }
 
-static int load_pvh(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
+static int load_pvh(const GuestMemory *m, const VmConfig *c, uint64_t rsdp, BootSetup *ret) {
         MappedFile f = {};
         PvhElfInfo info;
-        struct hvm_start_info si = { .magic = PVH_START_MAGIC, .version = 1 };
+        struct hvm_start_info si = { .magic = PVH_START_MAGIC, .version = 1, .rsdp_paddr = rsdp };
         struct hvm_memmap_table_entry mm[E820_MAX_ENTRIES];
         E820Entry e820[E820_MAX_ENTRIES];
         uint64_t kernel_end = 0;
@@ -174,7 +175,7 @@ static int write_identity_page_tables(const GuestMemory *m) {
         return guest_memory_write(m, BOOT_PDPT_ADDR, pdpt, sizeof pdpt);
 }
 
-static int load_linux(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
+static int load_linux(const GuestMemory *m, const VmConfig *c, uint64_t rsdp, BootSetup *ret) {
         MappedFile f = {};
         BzImageInfo bz;
         uint8_t zp[4096] = {};
@@ -217,6 +218,7 @@ static int load_linux(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
         if (r < 0)
                 goto out;
         put32(zp + 0x228, BOOT_CMDLINE_ADDR);
+        memcpy(zp + 0x070, &rsdp, 8); /* boot_params.acpi_rsdp_addr */
 
         if (c->initramfs) {
                 uint64_t addr, size;
@@ -261,9 +263,14 @@ static int write_gdt(const GuestMemory *m) {
 }
 
 int boot_load(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
+        uint64_t rsdp;
         int r;
 
         r = write_gdt(m);
+        if (r < 0)
+                return r;
+        /* ACPI tables (acpi.c), found through start_info / boot_params and the BIOS scan. */
+        r = acpi_write(m, c->vcpus, &rsdp);
         if (r < 0)
                 return r;
         /* A config that came with a migration was taken without opening its files
@@ -273,9 +280,9 @@ int boot_load(const GuestMemory *m, const VmConfig *c, BootSetup *ret) {
                 return -ENOEXEC;
         switch (f) {
         case KERNEL_FORMAT_PVH_ELF:
-                return load_pvh(m, c, ret);
+                return load_pvh(m, c, rsdp, ret);
         case KERNEL_FORMAT_BZIMAGE:
-                return load_linux(m, c, ret);
+                return load_linux(m, c, rsdp, ret);
         default:
                 return -ENOEXEC;
         }

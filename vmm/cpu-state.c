@@ -153,7 +153,10 @@ static int msrs_save(void *o, void *buf, size_t size) {
         rec = (MsrRecord){ .index = vm->n_msrs };
         memcpy(buf, &rec, sizeof rec);
         for (unsigned k = 0; k < vm->n_msrs; k++) {
-                rec = (MsrRecord){ .index = msrs->entries[k].index, .data = msrs->entries[k].data };
+                uint64_t d = msrs->entries[k].data;
+                if (vm->saved_clock_valid) /* clock.c: the TSC as of the clock read */
+                        d = vm_clock_saved_msr(v, &vm->saved_clock, msrs->entries[k].index, d);
+                rec = (MsrRecord){ .index = msrs->entries[k].index, .data = d };
                 memcpy((uint8_t *)buf + (k + 1) * sizeof rec, &rec, sizeof rec);
         }
         return 0;
@@ -210,7 +213,14 @@ static int msrs_load(void *o, uint16_t version, const void *data, size_t size) {
                 memcpy(&rec, (const uint8_t *)data + (k + 1) * sizeof rec, sizeof rec);
                 /* The TSC goes first, before the TSC deadline, and as an offset if KVM can. */
                 if (rec.index == MSR_IA32_TSC) {
-                        int r = set_guest_tsc(v, rec.data);
+                        int r = v->vm->clock_restore_active
+                                        ? vm_clock_restore_tsc(v, &v->vm->clock_restore, rec.data) /* clock.c */
+                                        : 0;
+                        if (r < 0)
+                                return r;
+                        if (r > 0)
+                                continue;
+                        r = set_guest_tsc(v, rec.data);
                         if (r == 0)
                                 continue;
                         if (r != -ENXIO)

@@ -14,6 +14,8 @@ static int clock_save(void *o, void *buf, size_t size) {
         if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &c) < 0)
                 return negative_errno();
         memcpy(buf, &c, sizeof c);
+        vm->saved_clock = c; /* the vCPUs' TSCs are recorded as of this read (clock.c) */
+        vm->saved_clock_valid = true;
         return 0;
 }
 
@@ -23,6 +25,10 @@ static int clock_load(void *o, uint16_t version, const void *data, size_t size) 
 
         (void)version, (void)size;
         memcpy(&c, data, sizeof c);
+        if (vm->clock_restore_active) { /* begun before the vCPUs (vm_restore_state) */
+                vm->clock_restore_active = false;
+                return vm_clock_restore_end(vm, &c, &vm->clock_restore);
+        }
         c.flags = 0;
         if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
                 return log_debug_errno(errno, "state: KVM_SET_CLOCK failed: %m");

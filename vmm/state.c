@@ -206,6 +206,21 @@ int vm_restore_state(Vm *vm, const uint8_t *buf, size_t size) {
         for (unsigned i = 0; i < vm->n_devices; i++)
                 order[i] = i;
         qsort_r(order, vm->n_devices, sizeof *order, load_order_cmp, vm);
+        /* clock.c: kvmclock is set first (advanced by the time since the save where both
+         * sides can), so that each vCPU's TSC can be set in step with it; the clock
+         * device's own load, last, finishes it. */
+        vm->clock_restore_active = false;
+        for (unsigned i = 0; i < vm->n_devices; i++)
+                if (vm->devices[i].ops == &clock_device_ops && sec[i].size == sizeof(struct kvm_clock_data)) {
+                        struct kvm_clock_data c;
+                        memcpy(&c, sec[i].data, sizeof c);
+                        r = vm_clock_restore_begin(vm, &c, &vm->clock_restore);
+                        if (r < 0) {
+                                snprintf(vm->state_error, sizeof vm->state_error, "clock: %s", strerror(-r));
+                                return r;
+                        }
+                        vm->clock_restore_active = true;
+                }
         for (unsigned i = 0; i < vm->n_devices; i++) {
                 const Device *d = &vm->devices[order[i]];
 

@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include "guest-cpu.h"
 #include "log.h"
 #include "vm-internal.h"
 

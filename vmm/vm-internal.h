@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "clock.h"
 #include "device.h"
 #include "memory.h"
 #include "pio.h"
@@ -121,6 +122,12 @@ struct Vm {
         Device *devices; /* the device table (board.c), valid while 'built' */
         unsigned n_devices;
         char state_error[256]; /* why the last vm_restore_state() refused its input */
+        /* clock.c: the clock as read by the last save (the TSCs are recorded as of that
+         * instant), and the restore in progress (kvmclock and TSCs set in step). */
+        struct kvm_clock_data saved_clock;
+        bool saved_clock_valid;
+        VmClockRestore clock_restore;
+        bool clock_restore_active;
 
         /* Run control, shared with vCPU threads. */
         pthread_mutex_t run_lock;

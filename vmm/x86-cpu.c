@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "guest-cpu.h"
 #include "vm-internal.h"
 
 int x86_get_supported_cpuid(Vm *vm) {
@@ -136,5 +137,8 @@ int vcpu_init_cpu_state(Vcpu *v) {
         if (r < 0)
                 return r;
         (void)set_initial_msrs(v);
-        return set_lint(v);
+        r = set_lint(v);
+        if (r < 0)
+                return r;
+        return guest_cpu_reset(v); /* guest-cpu.c: XCR0; APs wait for INIT/SIPI */
 }

@@ -2,7 +2,8 @@
 # Prints the path of an uncompressed vmlinux (ELF with a PVH note) from Debian's current
 # linux-image-*-amd64 package, fetching it with apt-get download and unpacking it with
 # dpkg-deb -x into a cache the first time; the package's bzImage is kept beside it as
-# "vmlinuz". Exit 77 when the package cannot be had.
+# "vmlinuz", and its ACPI button module (power button events, a module in Debian's
+# kernel) as "button.ko". Exit 77 when the package cannot be had.
 #
 #   fetch-vmlinux.sh [CACHEDIR]     (default $VMMD_LINUX_CACHE or /var/cache/vmmd-linux)
 set -euo pipefail
@@ -10,7 +11,8 @@ set -euo pipefail
 cache=${1:-${VMMD_LINUX_CACHE:-/var/cache/vmmd-linux}}
 mkdir -p "$cache"
 
-if [ -f "$cache/vmlinux" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/version" ]; then
+if [ -f "$cache/vmlinux" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/button.ko" ] &&
+        [ -f "$cache/version" ]; then
         echo "$cache/vmlinux"
         exit 0
 fi
@@ -58,6 +60,13 @@ if out[:4] != b"\x7fELF":
     sys.exit("fetch-vmlinux: payload is not an ELF")
 open(sys.argv[2], "wb").write(out)
 PY
+button=$(find "$work"/x/lib/modules -path '*/kernel/drivers/acpi/button.ko*' | head -n1)
+case $button in
+*.ko) cp "$button" "$cache/button.ko" ;;
+*.ko.xz) xz -dc "$button" > "$cache/button.ko" ;;
+*.ko.zst) zstd -qdc "$button" > "$cache/button.ko" ;;
+*) echo "fetch-vmlinux: no ACPI button module in $pkg" >&2; exit 77 ;;
+esac
 cp "$vmlinuz" "$cache/vmlinuz"
 mv "$work/vmlinux" "$cache/vmlinux"
 echo "$pkg" > "$cache/version"

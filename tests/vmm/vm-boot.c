@@ -3,10 +3,12 @@
  * waits until its console (serial mode "file") shows a given text, the VM stops, or the
  * timeout passes. Used by the Linux boot check and by bench/.
  *
- *   vm-boot CONFIG.json TIMEOUT_SECONDS [TEXT]
+ *   vm-boot [--shutdown] CONFIG.json TIMEOUT_SECONDS [TEXT]
  *
  * Exit: 0 when TEXT appeared (or, without TEXT, the VM powered off), 1 on timeout,
- * 2 on a crash, 77 without /dev/kvm, 3 on a bad config. */
+ * 2 on a crash, 77 without /dev/kvm, 3 on a bad config. With --shutdown, TEXT is where
+ * the VM's power button is pressed (vm_request_shutdown(), as Shutdown() does), and the
+ * exit is 0 only when the guest then powers off (state "stopped"). */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -24,10 +26,16 @@ int main(int argc, char **argv) {
         Vm *vm = NULL;
         uint64_t t0, deadline;
         const char *text;
+        bool shutdown = false, pressed = false;
         int r, ret = 1;
 
-        if (argc < 3 || argc > 4) {
-                fprintf(stderr, "usage: %s CONFIG.json TIMEOUT_SECONDS [TEXT]\n", argv[0]);
+        if (argc > 1 && strcmp(argv[1], "--shutdown") == 0) {
+                shutdown = true;
+                argv++;
+                argc--;
+        }
+        if (argc < 3 || argc > 4 || (shutdown && argc != 4)) {
+                fprintf(stderr, "usage: %s [--shutdown] CONFIG.json TIMEOUT_SECONDS [TEXT]\n", argv[0]);
                 return 3;
         }
         text = argc == 4 ? argv[3] : NULL;
@@ -56,19 +64,29 @@ int main(int argc, char **argv) {
 
         for (;;) {
                 uint64_t now = now_ms();
-                if (text) {
+                if (text && !pressed) {
                         char *t = read_file(c->serial_path);
                         bool found = strstr(t, text) != NULL;
                         free(t);
                         if (found) {
                                 printf("vm-boot: found \"%s\" after %" PRIu64 " ms\n", text, now - t0);
-                                ret = 0;
-                                break;
+                                if (!shutdown) {
+                                        ret = 0;
+                                        break;
+                                }
+                                r = vm_request_shutdown(vm);
+                                if (r < 0) {
+                                        fprintf(stderr, "vm-boot: shutdown: %s\n", strerror(-r));
+                                        ret = 2;
+                                        break;
+                                }
+                                printf("vm-boot: power button pressed\n");
+                                pressed = true;
                         }
                 }
                 if (vm_get_state(vm) == VM_STATE_STOPPED) {
                         printf("vm-boot: powered off after %" PRIu64 " ms\n", now - t0);
-                        ret = text ? 1 : 0;
+                        ret = text && !pressed ? 1 : 0;
                         break;
                 }
                 if (vm_get_state(vm) == VM_STATE_CRASHED) {
