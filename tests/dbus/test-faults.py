@@ -165,6 +165,10 @@ class FaultTest(VmmdTestCase):
     def tearDown(self):
         sh('ip', 'netns', 'exec', NS_DST, 'nft', 'delete', 'table', 'inet', 'vmmdf', check=False)
         sh('ip', '-n', NS_DST, 'link', 'set', IF_DST, 'up', check=False)
+        # A link that went down leaves the peer's neighbour entry FAILED: the next case's
+        # connect() would get "No route to host" until it expires.
+        for ns in (NS_SRC, NS_DST):
+            sh('ip', '-n', ns, 'neigh', 'flush', 'all', check=False)
         slow_link(None)
         for side in (self.src, self.dst):
             if not side.daemon.alive():
