@@ -276,15 +276,8 @@ static int op_resume(RxMachine *m) {
         MigrationJob *j = in->j;
 
         /* Past the point of no return: Cancel() is refused from here on. */
-        pthread_mutex_lock(&j->fd_lock);
-        if (job_cancelled(j)) {
-                pthread_mutex_unlock(&j->fd_lock);
-                return -ECANCELED;
-        }
-        atomic_store(&j->committed, 1);
-        pthread_mutex_unlock(&j->fd_lock);
-        j->stats.cancelable = false;
-        return vm_resume_incoming(j->vm);
+        int r = job_commit(j);
+        return r < 0 ? r : vm_resume_incoming(j->vm);
 }
 
 static int op_reply(RxMachine *m, uint32_t type, uint64_t a, uint64_t b) {

@@ -69,6 +69,9 @@ int job_start_thread(MigrationJob *j, void *(*fn)(void *));
 void job_register_fd(MigrationJob *j, int fd);
 void job_close_fds(MigrationJob *j);
 bool job_cancelled(MigrationJob *j);
+/* The point of no return of a migration (both sides): -ECANCELED if the job was cancelled
+ * first; otherwise marks it committed and no longer cancelable. */
+int job_commit(MigrationJob *j);
 
 /* outgoing.c / incoming.c */
 void *outgoing_thread(void *p);

@@ -258,6 +258,18 @@ bool job_cancelled(MigrationJob *j) {
         return atomic_load(&j->cancel_requested) != 0;
 }
 
+int job_commit(MigrationJob *j) {
+        pthread_mutex_lock(&j->fd_lock);
+        if (job_cancelled(j)) {
+                pthread_mutex_unlock(&j->fd_lock);
+                return -ECANCELED;
+        }
+        atomic_store(&j->committed, 1);
+        pthread_mutex_unlock(&j->fd_lock);
+        j->stats.cancelable = false;
+        return 0;
+}
+
 int migration_job_cancel(MigrationJob *j) {
         pthread_mutex_lock(&j->fd_lock);
         if (j->finished) {

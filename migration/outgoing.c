@@ -665,14 +665,9 @@ static int switchover(Outgoing *o) {
         }
 
         /* The point of no return: from here the source never resumes its copy. */
-        pthread_mutex_lock(&j->fd_lock);
-        if (job_cancelled(j)) {
-                pthread_mutex_unlock(&j->fd_lock);
-                return -ECANCELED;
-        }
-        atomic_store(&j->committed, 1);
-        pthread_mutex_unlock(&j->fd_lock);
-        s->cancelable = false;
+        r = job_commit(j);
+        if (r < 0)
+                return r;
         r = arm_deadline(o, "the acknowledgement of the commit");
         if (r >= 0)
                 r = mig_send_msg(o->fds[0], MIG_COMMIT, 0, 0, NULL, 0);

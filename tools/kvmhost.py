@@ -15,6 +15,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import sys
 
 KVM_GET_API_VERSION = 0xAE00
@@ -62,7 +63,6 @@ def gather(dev="/dev/kvm", sysmod="/sys/module", cpuinfo="/proc/cpuinfo"):
         st = os.stat(dev)
     except OSError:
         return s
-    import stat
     s["node"] = stat.S_ISCHR(st.st_mode)
     if not s["node"]:
         return s

@@ -145,6 +145,13 @@ def logpath(part, logbase):
     return os.path.join(top, part.builddir, "meson-logs", logbase + suffix + ".json")
 
 
+def unlink_quiet(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def classify_result(r):
     if r in PASS:
         return "PASS"
@@ -158,10 +165,7 @@ def run_host(part, names, res):
     if not names:
         return
     logbase = "testlog-%s-host" % part.name
-    try:
-        os.unlink(logpath(part, logbase))
-    except FileNotFoundError:
-        pass
+    unlink_quiet(logpath(part, logbase))
     run(meson_cmd(part, names, logbase))
     got = read_log(logpath(part, logbase))
     again = []
@@ -179,10 +183,7 @@ def run_host(part, names, res):
         say("=== %s: %s failed; running %s once more" % (part.name, " ".join(again),
                                                         "it" if len(again) == 1 else "them"))
         logbase += "-retry"
-        try:
-            os.unlink(logpath(part, logbase))
-        except FileNotFoundError:
-            pass
+        unlink_quiet(logpath(part, logbase))
         run(meson_cmd(part, again, logbase))
         got = read_log(logpath(part, logbase))
         for n in again:
@@ -212,10 +213,7 @@ def run_nested(groups, res, builddir):
                  "cd %s || exit 125" % shlex.quote(top)]
         for i, (p, n) in enumerate(pending):
             logbase = "testlog-%s-nested-%d-%d" % (p.name, vm, i)
-            try:
-                os.unlink(logpath(p, logbase))
-            except FileNotFoundError:
-                pass
+            unlink_quiet(logpath(p, logbase))
             marker = os.path.join(ctl, "started-%d" % i)
             lines.append("touch %s" % shlex.quote(marker))
             lines.append(" ".join(shlex.quote(c) for c in meson_cmd(p, [n], logbase)) + " || true")

@@ -22,27 +22,13 @@ set -euo pipefail
 
 vm_boot=$1
 memcheck=$2
-here=$(cd "$(dirname "$0")" && pwd)
 timeout_s=${VMMD_LINUX_TIMEOUT:-300}
 mem_mib=256
 hb_wanted=4
 cmdline="console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 vmmd.test=linux-boot memcheck_mib=16 memcheck_hb_ms=500"
 
-if ! [ -r /dev/kvm ] || ! [ -w /dev/kvm ]; then
-        echo "SKIP: no usable /dev/kvm"
-        exit 77
-fi
-if [ -d /sys/module/kvm_pvm ] && [ -z "${VMMD_LINUX_FORCE:-}" ]; then
-        # Guest ring 0 is emulated there: a stock kernel stops in its early boot.
-        echo "SKIP: /dev/kvm is kvm_pvm; run suite linux in tests/nested/run-in-vm.sh (VMMD_LINUX_FORCE=1 tries anyway)"
-        exit 77
-fi
-vmlinux=$("$here/fetch-vmlinux.sh") || exit $?
-cache=$(dirname "$vmlinux")
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"$here/make-initramfs.sh" "$work/initramfs.cpio.gz" "$memcheck" "$cache/button.ko" || exit $?
+# shellcheck source=linux-image.sh
+source "$(dirname "$0")/linux-image.sh" "$memcheck"
 echo "initramfs: $(stat -c %s "$work/initramfs.cpio.gz") bytes"
 fail=0
 end=$(printf '0x%016x' $((mem_mib * 1024 * 1024 - 1)))

@@ -21,26 +21,13 @@ set -euo pipefail
 
 vm_hop=$1
 memcheck=$2
-here=$(cd "$(dirname "$0")" && pwd)
 downtime_ms=${VMMD_HOP_DOWNTIME_MS:-1500}
 settle_s=${VMMD_HOP_SETTLE_S:-30}
 hb_ms=500
 cmdline="console=ttyS0 panic=-1 memcheck_mib=16 memcheck_hb_ms=$hb_ms"
 
-if ! [ -r /dev/kvm ] || ! [ -w /dev/kvm ]; then
-        echo "SKIP: no usable /dev/kvm"
-        exit 77
-fi
-if [ -d /sys/module/kvm_pvm ] && [ -z "${VMMD_LINUX_FORCE:-}" ]; then
-        # Guest ring 0 is emulated there: a stock kernel stops in its early boot.
-        echo "SKIP: /dev/kvm is kvm_pvm; run suite linux in tests/nested/run-in-vm.sh (VMMD_LINUX_FORCE=1 tries anyway)"
-        exit 77
-fi
-vmlinux=$("$here/fetch-vmlinux.sh") || exit $?
-cache=$(dirname "$vmlinux")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"$here/make-initramfs.sh" "$work/initramfs.cpio.gz" "$memcheck" "$cache/button.ko" || exit $?
+# shellcheck source=linux-image.sh
+source "$(dirname "$0")/linux-image.sh" "$memcheck"
 cat > "$work/config.json" <<JSON
 {"vcpus": 2, "memory_mib": 256, "kernel": "$vmlinux", "initramfs": "$work/initramfs.cpio.gz",
  "cmdline": "$cmdline", "serial": {"mode": "file", "path": "$work/unused.log"}}

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "console-watch.h"
+#include "device-test.h"
 #include "test-util.h"
 #include "vm-internal.h"
 
@@ -20,18 +21,9 @@ static char *guest;
 static char tmpdir[] = "/tmp/vmmd-test-devkvm-XXXXXX";
 
 static size_t save_one(const Device *d, uint8_t **ret) {
-        _cleanup_free_ void *scratch = NULL;
         _cleanup_free_ uint8_t *buf = NULL;
-        size_t scratch_size = 0, size;
-        StateWriter w;
-        StateReader r;
-        StateSection s;
+        StateSection s = device_test_save(d, &buf);
 
-        state_writer_init(&w);
-        assert_int_equal(device_save(d, &w, &scratch, &scratch_size), 0);
-        assert_int_equal(state_writer_finish(&w, &buf, &size), 0);
-        assert_int_equal(state_reader_init(&r, buf, size), 0);
-        assert_int_equal(state_reader_next(&r, &s), 1);
         *ret = malloc(s.size);
         assert_non_null(*ret);
         memcpy(*ret, s.data, s.size);
