@@ -392,12 +392,6 @@ static int wait_reply(MigrationJob *j, int fd, uint32_t want, MigHeader *ret, co
         return 0;
 }
 
-static void set_timeout_us(int fd, uint64_t usec) {
-        struct timeval tv = { .tv_sec = (time_t)(usec / USEC_PER_SEC), .tv_usec = (suseconds_t)(usec % USEC_PER_SEC) };
-        (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
 /* Before each blocking step of the switchover: the sockets' timeouts (and TCP's: unacked
  * data fails the connection) are what is left of its deadline. -ETIME once it passed. */
 static int arm_deadline(Outgoing *o, const char *step) {
@@ -410,7 +404,7 @@ static int arm_deadline(Outgoing *o, const char *step) {
         unsigned ms = (unsigned)MAX(DIV_ROUND_UP(left, USEC_PER_MSEC), UINT64_C(1));
         for (unsigned i = 0; i < o->n_conns; i++)
                 (void)setsockopt(o->fds[i], IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms); /* fails on unix: fine */
-        set_timeout_us(o->fds[0], left);
+        socket_set_io_timeout_usec(o->fds[0], left);
         return 0;
 }
 
@@ -849,7 +843,7 @@ fail:
                         (void)vm_resume(j->vm);
                 uint64_t resumed_us = time_monotonic_usec();
                 if (o.fds[0] >= 0 && !job_cancelled(j)) {
-                        set_timeout_us(o.fds[0], ERROR_SEND_TIMEOUT_US);
+                        socket_set_io_timeout_usec(o.fds[0], ERROR_SEND_TIMEOUT_US);
                         (void)mig_send_msg(o.fds[0], MIG_ERROR, (uint64_t)-r, 0, msg, (uint32_t)strlen(msg));
                 }
                 if (s->state != JOB_STATE_FAILED && s->state != JOB_STATE_CANCELLED) {

@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "time-util.h"
 #include "transport.h"
 
 #define RING_ENTRIES 1024
@@ -97,17 +98,11 @@ static void handle_cqe(Sender *s, struct io_uring_cqe *cqe) {
         }
 }
 
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
-}
-
 /* Blocks for a completion, in slices of at most SENDER_IDLE_US, until 'deadline_us'. */
 static int wait_one(Sender *s) {
         for (;;) {
                 struct io_uring_cqe *cqe;
-                uint64_t slice = SENDER_IDLE_US, now = mono_usec();
+                uint64_t slice = SENDER_IDLE_US, now = time_monotonic_usec();
                 int r;
 
                 if (s->deadline_us) {

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include "state-stream.h"
+#include "time-util.h"
 #include "wire.h"
 
 int mig_header_validate(const MigHeader *h, uint64_t ram_size) {
@@ -102,12 +103,6 @@ int mig_recv_header(int fd, MigHeader *h) {
         return 0;
 }
 
-static uint64_t monotonic_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / NSEC_PER_USEC;
-}
-
 int mig_recv_all_until(int fd, void *buf, size_t len, uint64_t deadline_us) {
         uint8_t *p = buf;
 
@@ -124,7 +119,7 @@ int mig_recv_all_until(int fd, void *buf, size_t len, uint64_t deadline_us) {
                         continue;
                 if (errno != EAGAIN && errno != EWOULDBLOCK)
                         return errno == EPIPE ? -ECONNRESET : negative_errno();
-                uint64_t now = monotonic_usec();
+                uint64_t now = time_monotonic_usec();
                 if (now >= deadline_us)
                         return -ETIMEDOUT;
                 struct pollfd pfd = { .fd = fd, .events = POLLIN };

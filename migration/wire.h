@@ -81,6 +81,6 @@ int mig_send_all(int fd, const void *buf, size_t len);
 int mig_recv_all(int fd, void *buf, size_t len);
 int mig_send_msg(int fd, uint32_t type, uint64_t a, uint64_t b, const void *payload, uint32_t len);
 int mig_recv_header(int fd, MigHeader *h);
-/* Reads exactly len bytes by 'deadline_us' (CLOCK_MONOTONIC, as now_usec()): -ETIMEDOUT
+/* Reads exactly len bytes by 'deadline_us' (CLOCK_MONOTONIC, as time_monotonic_usec()): -ETIMEDOUT
  * once it passed, however the bytes trickle in; -ECONNRESET when the peer closed. */
 int mig_recv_all_until(int fd, void *buf, size_t len, uint64_t deadline_us);

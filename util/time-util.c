@@ -15,6 +15,13 @@ uint64_t time_monotonic_usec(void) {
         return clock_usec(CLOCK_MONOTONIC);
 }
 
+uint64_t time_monotonic_nsec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t time_realtime_usec(void) {
         return clock_usec(CLOCK_REALTIME);
 }

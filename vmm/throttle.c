@@ -11,18 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "time-util.h"
 #include "vm-internal.h"
 
 #define THROTTLE_PERIOD_NS (10 * 1000 * 1000)
 
 /* When this vCPU thread last came back from a throttle sleep (CLOCK_MONOTONIC ns). */
 static __thread uint64_t tls_throttle_woke_ns;
-
-static uint64_t monotonic_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
 
 /* After a kick: sleep so that the vCPU runs (100 - pct)% of the time. It ran 'ran' ns since it
  * last woke (counted as at most one period, which is what the throttle's kick cycle lets it
@@ -41,7 +36,7 @@ void vcpu_throttle_sleep(Vcpu *v) {
         sigaddset(&kick, SIG_VCPU_KICK);
         pthread_sigmask(SIG_BLOCK, &kick, &old);
         sigdelset(&old, SIG_VCPU_KICK);
-        now = monotonic_ns();
+        now = time_monotonic_nsec();
         ran = MIN(now - tls_throttle_woke_ns, (uint64_t)THROTTLE_PERIOD_NS);
         pct = MIN((unsigned)atomic_load(&vm->throttle_pct), 99u);
         end = now + ran * pct / (100 - pct);
@@ -52,9 +47,9 @@ void vcpu_throttle_sleep(Vcpu *v) {
                 if (ppoll(NULL, 0, &ts, &old) == 0 || errno != EINTR)
                         break;
                 pct = (unsigned)atomic_load(&vm->throttle_pct);
-                now = monotonic_ns();
+                now = time_monotonic_nsec();
         }
-        tls_throttle_woke_ns = monotonic_ns();
+        tls_throttle_woke_ns = time_monotonic_nsec();
         pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
